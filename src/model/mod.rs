@@ -1,0 +1,207 @@
+//! Hatchet's `V1WorkflowRun` contract, as the server emits it, and nothing else.
+//!
+//! Faithful to `openapi/components/schemas/v1/workflow_run.yaml` (camelCase, the same field names,
+//! serializing back to the same shape). The types borrow from the message they were read from:
+//! strings are `Cow` (owned only when JSON escapes force it) and the opaque `input`, `output` and
+//! `additionalMetadata` stay raw JSON text, never a `serde_json::Value` tree.
+//!
+//! Hatchet's "no value" conventions are folded here, once: Go's zero time and `null` read as
+//! `None`. What the values *mean* (durations, outcomes) is for `decode` and `aggregate`.
+//! No Kafka, no metrics in this module.
+
+pub mod timestamp;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+pub use timestamp::Timestamp;
+
+/// `APIResourceMeta`: the run's identity. `metadata.id` *is* the run id (the contract's top-level
+/// `id` is never sent). `updatedAt` always equals `createdAt` in Hatchet, so it cannot order updates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct APIResourceMeta<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(with = "timestamp::required")]
+    pub created_at: Timestamp,
+    #[serde(with = "timestamp::required")]
+    pub updated_at: Timestamp,
+}
+
+/// `V1TaskStatus`, spelled exactly as on the wire (`CANCELLED` with two Ls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum V1TaskStatus {
+    Queued,
+    Running,
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+impl V1TaskStatus {
+    pub const ALL: [V1TaskStatus; 5] = [
+        V1TaskStatus::Queued,
+        V1TaskStatus::Running,
+        V1TaskStatus::Completed,
+        V1TaskStatus::Cancelled,
+        V1TaskStatus::Failed,
+    ];
+
+    /// The wire spelling, also used as the `status` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            V1TaskStatus::Queued => "QUEUED",
+            V1TaskStatus::Running => "RUNNING",
+            V1TaskStatus::Completed => "COMPLETED",
+            V1TaskStatus::Cancelled => "CANCELLED",
+            V1TaskStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn from_wire(text: &str) -> Option<V1TaskStatus> {
+        V1TaskStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// `COMPLETED`, `FAILED` and `CANCELLED` end an attempt. A manual replay can still reopen the run.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            V1TaskStatus::Completed | V1TaskStatus::Cancelled | V1TaskStatus::Failed
+        )
+    }
+}
+
+/// `V1WorkflowRun`: one workflow run as `GET /api/v1/stable/workflow-runs/{id}` returns it in `run`.
+///
+/// Optional timestamps are `None` when absent, `null` or Go's zero time. `input` and `output` are
+/// required by the contract but real producers omit them or send `null`; both read as `None`
+/// (meaning `{}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V1WorkflowRun<'a> {
+    #[serde(borrow)]
+    pub metadata: APIResourceMeta<'a>,
+    pub status: V1TaskStatus,
+    #[serde(default, with = "timestamp::optional", skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, with = "timestamp::optional", skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Milliseconds, computed by the server as `finishedAt - startedAt` even when one is zero time:
+    /// see `decode` for the values that must never be trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<i64>,
+    #[serde(borrow)]
+    pub tenant_id: Cow<'a, str>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub additional_metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub display_name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub workflow_id: Cow<'a, str>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub output: Option<&'a RawValue>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub workflow_version_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub input: Option<&'a RawValue>,
+    #[serde(default, with = "timestamp::optional", skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub parent_task_external_id: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payloads_restricted: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn examples() -> Vec<(String, String)> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/examples");
+        let mut docs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap()))
+            .collect();
+        docs.sort();
+        assert!(docs.len() >= 5, "examples missing in {}", dir.display());
+        docs
+    }
+
+    #[test]
+    fn every_example_deserializes() {
+        for (name, text) in examples() {
+            let run: V1WorkflowRun = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!run.metadata.id.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn traps_read_as_absent() {
+        let text = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/examples/queued-dag-run.json"),
+        )
+        .unwrap();
+        let run: V1WorkflowRun = serde_json::from_str(&text).unwrap();
+        assert_eq!(run.status, V1TaskStatus::Queued);
+        assert_eq!(run.started_at, None);
+        assert_eq!(run.finished_at, None);
+        assert_eq!(run.duration, Some(0));
+    }
+
+    #[test]
+    fn serializes_back_to_the_same_shape() {
+        for (name, text) in examples() {
+            let run: V1WorkflowRun = serde_json::from_str(&text).unwrap();
+            let again = serde_json::to_string(&run).unwrap();
+            let reread: V1WorkflowRun = serde_json::from_str(&again).unwrap();
+            assert_eq!(serde_json::to_string(&reread).unwrap(), again, "{name}");
+            let original: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let written: serde_json::Value = serde_json::from_str(&again).unwrap();
+            for (key, value) in original.as_object().unwrap() {
+                let zero_time = value.as_str() == Some("0001-01-01T00:00:00Z");
+                match written.get(key) {
+                    None => assert!(zero_time, "{name}: {key} lost"),
+                    Some(w) if value.is_string() && key.ends_with("At") => {
+                        let a = timestamp::parse_rfc3339(value.as_str().unwrap()).unwrap();
+                        let b = timestamp::parse_rfc3339(w.as_str().unwrap()).unwrap();
+                        assert_eq!(a, b, "{name}: {key}");
+                        assert_eq!(a.offset(), b.offset(), "{name}: {key}");
+                    }
+                    Some(w) if key == "metadata" => {
+                        assert_eq!(w["id"], value["id"], "{name}");
+                    }
+                    Some(w) => assert_eq!(w, value, "{name}: {key}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn null_and_absent_payloads_and_unknown_fields() {
+        let text = r#"{"metadata":{"id":"r1","createdAt":"2026-08-22T14:03:11Z","updatedAt":"2026-08-22T14:03:11Z"},
+            "status":"RUNNING","tenantId":"t","displayName":"x-1","workflowId":"w","input":null,
+            "somethingNew":{"deep":[1,2,3]},"payloadsRestricted":true}"#;
+        let run: V1WorkflowRun = serde_json::from_str(text).unwrap();
+        assert!(run.input.is_none() && run.output.is_none());
+        assert_eq!(run.payloads_restricted, Some(true));
+    }
+
+    #[test]
+    fn status_spelling_is_exact() {
+        for s in V1TaskStatus::ALL {
+            let json = format!("\"{}\"", s.as_str());
+            assert_eq!(serde_json::from_str::<V1TaskStatus>(&json).unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), json);
+        }
+        assert!(serde_json::from_str::<V1TaskStatus>("\"CANCELED\"").is_err());
+        assert!(serde_json::from_str::<V1TaskStatus>("\"completed\"").is_err());
+    }
+}

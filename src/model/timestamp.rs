@@ -1,0 +1,215 @@
+//! RFC 3339 timestamps as Hatchet writes them, and Go's zero time.
+//!
+//! Hatchet (Go) writes `time.Time` with 0 to 9 fractional digits and any UTC offset, and writes
+//! `0001-01-01T00:00:00Z` for "no value". The parser here is strict about the RFC 3339 grammar and
+//! fast: it runs several times per message on the hot path, so it does no allocation and no
+//! format-string interpretation.
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, SecondsFormat};
+use serde::{de, Deserializer, Serializer};
+use std::fmt;
+
+/// A point in time with the offset it was written in (kept so that a run serializes back unchanged).
+pub type Timestamp = DateTime<FixedOffset>;
+
+/// Parses one RFC 3339 date-time: `YYYY-MM-DDTHH:MM:SS[.F{1,9}](Z|+HH:MM|-HH:MM)`.
+///
+/// `t`/`z` are accepted in lower case, as RFC 3339 allows; leap seconds (`:60`) are not, since
+/// Go never writes them.
+pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits(&b[0..4])?;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let hour = digits(&b[11..13])?;
+    let minute = digits(&b[14..16])?;
+    let second = digits(&b[17..19])?;
+    let mut pos = 19;
+    let mut nanos = 0u32;
+    if b[pos] == b'.' {
+        pos += 1;
+        let start = pos;
+        while pos < b.len() && b[pos].is_ascii_digit() {
+            pos += 1;
+        }
+        let count = pos - start;
+        if count == 0 || count > 9 {
+            return None;
+        }
+        nanos = digits(&b[start..pos])? * 10u32.pow(9 - count as u32);
+    }
+    let offset_seconds = match b.get(pos)? {
+        b'Z' | b'z' if pos + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if pos + 6 == b.len() && b[pos + 3] == b':' => {
+            let hours = digits(&b[pos + 1..pos + 3])?;
+            let minutes = digits(&b[pos + 4..pos + 6])?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let magnitude = (hours * 3600 + minutes * 60) as i32;
+            if *sign == b'-' {
+                -magnitude
+            } else {
+                magnitude
+            }
+        }
+        _ => return None,
+    };
+    let offset = FixedOffset::east_opt(offset_seconds)?;
+    let local = NaiveDate::from_ymd_opt(year as i32, month, day)?.and_hms_nano_opt(hour, minute, second, nanos)?;
+    if second > 59 {
+        return None;
+    }
+    local.and_local_timezone(offset).single()
+}
+
+fn digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+    })
+}
+
+/// Go's zero time (and anything else in year 1) stands for "no value": Hatchet's own UI shows it as
+/// empty, and so do we.
+pub fn is_go_zero_time(ts: &Timestamp) -> bool {
+    ts.year() == 1
+}
+
+/// Writes a timestamp back in RFC 3339, in the offset it was read with (`Z` for UTC).
+pub fn format_rfc3339(ts: &Timestamp) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+struct TimestampVisitor;
+
+impl<'de> de::Visitor<'de> for TimestampVisitor {
+    type Value = Timestamp;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an RFC 3339 date-time")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
+        parse_rfc3339(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+    }
+}
+
+/// Serde adapter for a required timestamp (`metadata.createdAt`, `metadata.updatedAt`).
+pub mod required {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        d.deserialize_str(TimestampVisitor)
+    }
+
+    pub fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_rfc3339(ts))
+    }
+}
+
+/// Serde adapter for an optional timestamp: `null`, absent and Go's zero time are all `None`.
+pub mod optional {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        struct OptionalVisitor;
+        impl<'de> de::Visitor<'de> for OptionalVisitor {
+            type Value = Option<Timestamp>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an RFC 3339 date-time or null")
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                let ts = d.deserialize_str(TimestampVisitor)?;
+                Ok((!is_go_zero_time(&ts)).then_some(ts))
+            }
+        }
+        d.deserialize_option(OptionalVisitor)
+    }
+
+    pub fn serialize<S: Serializer>(ts: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match ts {
+            Some(ts) => s.serialize_str(&format_rfc3339(ts)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Timelike, Utc};
+
+    #[test]
+    fn parses_every_fraction_length_and_offset() {
+        let base = Utc.with_ymd_and_hms(2026, 8, 22, 14, 3, 11).unwrap();
+        for (text, nanos) in [
+            ("2026-08-22T14:03:11Z", 0),
+            ("2026-08-22T14:03:11.5Z", 500_000_000),
+            ("2026-08-22T14:03:11.501377Z", 501_377_000),
+            ("2026-08-22T14:03:11.123456789Z", 123_456_789),
+            ("2026-08-22t14:03:11.1z", 100_000_000),
+        ] {
+            let ts = parse_rfc3339(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(ts.timestamp(), base.timestamp(), "{text}");
+            assert_eq!(ts.nanosecond(), nanos, "{text}");
+        }
+        let offset = parse_rfc3339("2026-08-22T09:03:11.25-05:00").unwrap();
+        assert_eq!(offset.timestamp(), base.timestamp());
+        assert_eq!(offset.offset().local_minus_utc(), -5 * 3600);
+        let east = parse_rfc3339("2026-08-22T19:33:11+05:30").unwrap();
+        assert_eq!(east.timestamp(), base.timestamp());
+    }
+
+    #[test]
+    fn rejects_what_rfc3339_does_not_allow() {
+        for text in [
+            "",
+            "2026-08-22",
+            "2026-08-22 14:03:11Z",
+            "2026-08-22T14:03:11",
+            "2026-08-22T14:03:11.Z",
+            "2026-08-22T14:03:11.1234567890Z",
+            "2026-13-22T14:03:11Z",
+            "2026-02-30T14:03:11Z",
+            "2026-08-22T24:03:11Z",
+            "2026-08-22T14:03:60Z",
+            "2026-08-22T14:03:11+0500",
+            "2026-08-22T14:03:11+24:00",
+            "2026-08-22T14:03:11Zjunk",
+            "２026-08-22T14:03:11Z",
+            "1787407391482",
+        ] {
+            assert!(parse_rfc3339(text).is_none(), "{text:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn go_zero_time_is_absent() {
+        let zero = parse_rfc3339("0001-01-01T00:00:00Z").unwrap();
+        assert!(is_go_zero_time(&zero));
+        assert!(!is_go_zero_time(&parse_rfc3339("1970-01-01T00:00:00Z").unwrap()));
+    }
+
+    #[test]
+    fn formats_back_in_the_original_offset() {
+        for text in [
+            "2026-08-22T14:03:11.501377Z",
+            "2026-08-22T14:19:00.010-05:00",
+            "2026-08-22T14:03:11Z",
+        ] {
+            assert_eq!(format_rfc3339(&parse_rfc3339(text).unwrap()), text);
+        }
+    }
+}
