@@ -1,0 +1,234 @@
+//! Run lifecycle and per-workflow statistics: pure, synchronous, no I/O.
+//!
+//! [`Aggregator::apply`] takes one validated update and decides what it means: a new outcome
+//! (counted once, with its duration and its place in the failure-ratio windows), a duplicate of an
+//! outcome already counted, or a run still in progress. Everything here is plain data so that it
+//! can be unit-tested and benchmarked without Kafka or HTTP; the exporter reads it to render.
+
+pub mod failure_window;
+pub mod outcome_memory;
+
+use crate::decode::{RunUpdate, Uuid128};
+use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
+use failure_window::FailureRatioWindow;
+use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits};
+use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+
+/// Durations from Hatchet's `duration` field are trusted up to a year; its saturated
+/// `±9223372036854` values (a missing timestamp on one side) never reach a histogram.
+const MAX_TRUSTED_DURATION_MS: i64 = 31_536_000_000;
+
+/// The statuses that are outcomes, in the order their statistics are stored.
+pub const OUTCOME_STATUSES: [V1TaskStatus; 3] = [V1TaskStatus::Completed, V1TaskStatus::Failed, V1TaskStatus::Cancelled];
+
+/// What the aggregation needs from the config.
+#[derive(Debug, Clone)]
+pub struct AggregateSettings {
+    /// Upper bounds of the duration histogram, strictly increasing, in seconds.
+    pub duration_buckets_seconds: Vec<f64>,
+    /// Failure-ratio window lengths with their label (`"5m"`), in nanoseconds.
+    pub failure_ratio_windows: Vec<(String, i64)>,
+    /// Names that override the name derived from `displayName`.
+    pub workflow_names: HashMap<Uuid128, String>,
+    pub outcome_memory: OutcomeMemoryLimits,
+}
+
+/// What one update meant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Applied {
+    /// A new outcome was counted; `duration_seconds` when one could be trusted.
+    Outcome { status: V1TaskStatus, duration_seconds: Option<f64> },
+    /// This outcome was already counted (a redelivery or a stale copy).
+    Duplicate,
+    /// `QUEUED` or `RUNNING`: nothing to count.
+    InProgress,
+}
+
+/// Observations of one histogram: per-bucket counts (the last is `+Inf`), their sum and count.
+#[derive(Debug, Clone)]
+pub struct DurationHistogram {
+    pub bucket_counts: Box<[u64]>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl DurationHistogram {
+    fn new(bounds: usize) -> DurationHistogram {
+        DurationHistogram { bucket_counts: vec![0; bounds + 1].into_boxed_slice(), sum: 0.0, count: 0 }
+    }
+
+    fn observe(&mut self, bounds: &[f64], seconds: f64) {
+        let at = bounds.partition_point(|&le| le < seconds);
+        self.bucket_counts[at] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// The outcomes of one status for one workflow.
+#[derive(Debug, Clone)]
+pub struct OutcomeStats {
+    pub runs: u64,
+    pub duration: DurationHistogram,
+}
+
+/// Everything kept for one series of a workflow (`tenant_id`, `workflow` labels).
+#[derive(Debug, Clone)]
+pub struct WorkflowStats {
+    pub tenant: Uuid128,
+    pub workflow: String,
+    /// In the order of [`OUTCOME_STATUSES`].
+    pub outcomes: [OutcomeStats; 3],
+    /// In the order of `AggregateSettings::failure_ratio_windows`.
+    pub failure_windows: Vec<FailureRatioWindow>,
+}
+
+/// Per-workflow statistics of every run seen, plus the memory of counted outcomes.
+#[derive(Debug)]
+pub struct Aggregator {
+    settings: AggregateSettings,
+    /// (tenant, workflowId) -> index in `series`. Two workflow ids with the same name in a tenant
+    /// (a workflow deleted and created again) share one series, as the labels cannot tell them apart.
+    workflows: FxHashMap<(Uuid128, Uuid128), usize>,
+    series_by_label: HashMap<(Uuid128, String), usize>,
+    series: Vec<WorkflowStats>,
+    outcomes: OutcomeMemory,
+    /// Latest event time of a counted outcome: the end of the windows when replaying a file.
+    latest_outcome_nanos: Option<i64>,
+}
+
+impl Aggregator {
+    pub fn new(settings: AggregateSettings) -> Aggregator {
+        Aggregator {
+            outcomes: OutcomeMemory::new(settings.outcome_memory),
+            settings,
+            workflows: FxHashMap::default(),
+            series_by_label: HashMap::new(),
+            series: Vec::new(),
+            latest_outcome_nanos: None,
+        }
+    }
+
+    pub fn settings(&self) -> &AggregateSettings {
+        &self.settings
+    }
+
+    /// Applies one update processed at `now_nanos` (unix nanoseconds, the wall clock).
+    pub fn apply(&mut self, update: &RunUpdate<'_>, now_nanos: i64) -> Applied {
+        let run = &update.run;
+        let at = self.series_for(update);
+        if !run.status.is_terminal() {
+            return Applied::InProgress;
+        }
+        let finished = run.finished_at.map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
+        if !self.outcomes.remember(OutcomeKey { run: update.run_key, finished }, now_nanos) {
+            return Applied::Duplicate;
+        }
+        let duration_seconds = run_duration_seconds(run);
+        let event_nanos = run.finished_at.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(now_nanos);
+        self.latest_outcome_nanos = Some(self.latest_outcome_nanos.map_or(event_nanos, |l| l.max(event_nanos)));
+
+        let bounds = &self.settings.duration_buckets_seconds;
+        let stats = &mut self.series[at];
+        let outcome = &mut stats.outcomes[outcome_index(run.status)];
+        outcome.runs += 1;
+        if let Some(seconds) = duration_seconds {
+            outcome.duration.observe(bounds, seconds);
+        }
+        let failed = run.status == V1TaskStatus::Failed;
+        for window in &mut stats.failure_windows {
+            window.record(event_nanos, failed);
+        }
+        Applied::Outcome { status: run.status, duration_seconds }
+    }
+
+    fn series_for(&mut self, update: &RunUpdate<'_>) -> usize {
+        let key = (update.tenant, update.workflow);
+        if let Some(&at) = self.workflows.get(&key) {
+            return at;
+        }
+        let name = self
+            .settings
+            .workflow_names
+            .get(&update.workflow)
+            .cloned()
+            .or_else(|| workflow_name_from_display_name(&update.run.display_name).map(str::to_owned))
+            .unwrap_or_else(|| update.run.workflow_id.to_ascii_lowercase());
+        let at = match self.series_by_label.get(&(update.tenant, name.clone())) {
+            Some(&at) => at,
+            None => {
+                let bounds = self.settings.duration_buckets_seconds.len();
+                let outcome = OutcomeStats { runs: 0, duration: DurationHistogram::new(bounds) };
+                self.series.push(WorkflowStats {
+                    tenant: update.tenant,
+                    workflow: name.clone(),
+                    outcomes: [outcome.clone(), outcome.clone(), outcome],
+                    failure_windows: (self.settings.failure_ratio_windows.iter())
+                        .map(|(_, length)| FailureRatioWindow::new(*length))
+                        .collect(),
+                });
+                self.series_by_label.insert((update.tenant, name), self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        self.workflows.insert(key, at);
+        at
+    }
+
+    /// Every series, in no particular order.
+    pub fn series(&self) -> &[WorkflowStats] {
+        &self.series
+    }
+
+    /// The end of the failure-ratio windows when replaying: the latest outcome's event time.
+    pub fn latest_outcome_nanos(&self) -> Option<i64> {
+        self.latest_outcome_nanos
+    }
+
+    pub fn outcome_memory(&self) -> &OutcomeMemory {
+        &self.outcomes
+    }
+}
+
+fn outcome_index(status: V1TaskStatus) -> usize {
+    match status {
+        V1TaskStatus::Completed => 0,
+        V1TaskStatus::Failed => 1,
+        _ => 2,
+    }
+}
+
+/// `displayName` is `<name>-<unix ms>`: the name is what precedes a trailing `-<digits>`. `None`
+/// when nothing would remain.
+pub fn workflow_name_from_display_name(display_name: &str) -> Option<&str> {
+    let name = match display_name.rsplit_once('-') {
+        Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => display_name,
+    };
+    (!name.is_empty()).then_some(name)
+}
+
+/// The run's duration in seconds, when it can be trusted.
+///
+/// `finishedAt - startedAt` at full precision when both are present and in order; otherwise, when a
+/// timestamp is absent, Hatchet's `duration` (ms) if it lies within a year; otherwise none.
+pub fn run_duration_seconds(run: &V1WorkflowRun<'_>) -> Option<f64> {
+    match (run.started_at, run.finished_at) {
+        (Some(started), Some(finished)) => seconds_between(&started, &finished),
+        _ => run
+            .duration
+            .filter(|ms| (0..=MAX_TRUSTED_DURATION_MS).contains(ms))
+            .map(|ms| ms as f64 / 1000.0),
+    }
+}
+
+fn seconds_between(started: &Timestamp, finished: &Timestamp) -> Option<f64> {
+    let whole = finished.timestamp() - started.timestamp();
+    let nanos = i64::from(finished.timestamp_subsec_nanos()) - i64::from(started.timestamp_subsec_nanos());
+    let seconds = whole as f64 + nanos as f64 / 1e9;
+    (seconds >= 0.0).then_some(seconds)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! The outcomes already counted, remembered in bounded memory so that redeliveries count once.
+
+use crate::decode::RunKey;
+use rustc_hash::FxHashSet;
+use std::collections::VecDeque;
+
+/// One counted outcome: the run and the instant it finished (`None` when the update had no
+/// `finishedAt`). A replay that finishes the run again has a new `finishedAt`, so a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OutcomeKey {
+    pub run: RunKey,
+    pub finished: Option<(i64, u32)>,
+}
+
+/// Limits of the outcome memory (`[outcomes]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeMemoryLimits {
+    /// At most this many outcomes are remembered; at the cap the oldest is forgotten first.
+    pub max_entries: usize,
+    /// An outcome is forgotten this many nanoseconds after it was counted.
+    pub max_age_nanos: i64,
+}
+
+/// First-one-wins memory of counted outcomes, oldest forgotten first.
+///
+/// A redelivery of an outcome that was already forgotten (older than `max_age`, or pushed out at
+/// `max_entries`) counts again; `forgotten_at_cap` makes the second case visible, since it means
+/// the cap is too small for the traffic.
+#[derive(Debug)]
+pub struct OutcomeMemory {
+    limits: OutcomeMemoryLimits,
+    seen: FxHashSet<OutcomeKey>,
+    order: VecDeque<(i64, OutcomeKey)>,
+    pub forgotten_at_cap: u64,
+    pub forgotten_by_age: u64,
+}
+
+impl OutcomeMemory {
+    pub fn new(limits: OutcomeMemoryLimits) -> OutcomeMemory {
+        OutcomeMemory {
+            limits,
+            seen: FxHashSet::default(),
+            order: VecDeque::new(),
+            forgotten_at_cap: 0,
+            forgotten_by_age: 0,
+        }
+    }
+
+    /// Remembers `key` at time `now` (unix nanoseconds); `false` when it was already remembered.
+    pub fn remember(&mut self, key: OutcomeKey, now: i64) -> bool {
+        let horizon = now.saturating_sub(self.limits.max_age_nanos);
+        while let Some(&(at, old)) = self.order.front() {
+            if at >= horizon {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&old);
+            self.forgotten_by_age += 1;
+        }
+        if self.seen.contains(&key) {
+            return false;
+        }
+        if self.seen.len() >= self.limits.max_entries {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.seen.remove(&old);
+                self.forgotten_at_cap += 1;
+            }
+        }
+        self.seen.insert(key);
+        self.order.push_back((now, key));
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: i64 = 1_000_000_000;
+
+    fn key(run: u128, finished: i64) -> OutcomeKey {
+        OutcomeKey { run: RunKey(run), finished: Some((finished, 0)) }
+    }
+
+    #[test]
+    fn first_one_wins_and_new_finish_is_new() {
+        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits { max_entries: 10, max_age_nanos: 60 * SECOND });
+        assert!(memory.remember(key(1, 100), 0));
+        assert!(!memory.remember(key(1, 100), SECOND));
+        assert!(memory.remember(key(1, 200), 2 * SECOND));
+        assert!(!memory.remember(key(1, 100), 3 * SECOND), "a stale copy of the first finish");
+        let unfinished = OutcomeKey { run: RunKey(1), finished: None };
+        assert!(memory.remember(unfinished, 4 * SECOND));
+        assert!(!memory.remember(unfinished, 5 * SECOND));
+        assert_eq!(memory.len(), 3);
+    }
+
+    #[test]
+    fn the_cap_forgets_the_oldest() {
+        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits { max_entries: 3, max_age_nanos: i64::MAX });
+        for run in 0..5 {
+            assert!(memory.remember(key(run, 1), run as i64));
+        }
+        assert_eq!(memory.len(), 3);
+        assert_eq!(memory.forgotten_at_cap, 2);
+        assert!(memory.remember(key(0, 1), 10), "forgotten, so it counts again");
+        assert!(!memory.remember(key(4, 1), 11), "still remembered");
+    }
+
+    #[test]
+    fn age_forgets() {
+        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits { max_entries: 100, max_age_nanos: 10 * SECOND });
+        assert!(memory.remember(key(1, 1), 0));
+        assert!(memory.remember(key(2, 1), 5 * SECOND));
+        assert!(!memory.remember(key(1, 1), 10 * SECOND), "exactly max_age old is still remembered");
+        assert!(memory.remember(key(1, 1), 10 * SECOND + 1));
+        assert_eq!(memory.forgotten_by_age, 1);
+        assert_eq!(memory.len(), 2);
+    }
+}

@@ -1,0 +1,180 @@
+use super::*;
+use crate::decode::{decode, RunUpdate};
+use serde_json::{json, Value};
+
+const S: i64 = 1_000_000_000;
+const TENANT: &str = "707d0855-80ab-4e1f-a156-f1c4546cbf52";
+const WF_A: &str = "0b7e2d3c-4f1a-4c55-8d2e-6a9f1c3b5d77";
+const WF_B: &str = "3e9d1f70-8a2b-4c6d-9e0f-1a2b3c4d5e6f";
+const ZERO: &str = "0001-01-01T00:00:00Z";
+
+fn settings() -> AggregateSettings {
+    AggregateSettings {
+        duration_buckets_seconds: vec![0.1, 1.0, 10.0],
+        failure_ratio_windows: vec![("5m".into(), 300 * S), ("1h".into(), 3600 * S)],
+        workflow_names: HashMap::new(),
+        outcome_memory: OutcomeMemoryLimits { max_entries: 1000, max_age_nanos: 3600 * S },
+    }
+}
+
+/// A run document of workflow `wf`; `fields` override or add top-level keys.
+fn doc(run: &str, wf: &str, status: &str, fields: Value) -> Value {
+    let mut doc = json!({
+        "metadata": {"id": run, "createdAt": "2026-08-22T14:00:00Z", "updatedAt": "2026-08-22T14:00:00Z"},
+        "status": status, "tenantId": TENANT, "workflowId": wf, "displayName": "DAGWorkflow-1787407391482",
+        "startedAt": ZERO, "finishedAt": ZERO, "createdAt": "2026-08-22T14:00:00Z", "duration": 0,
+        "input": {}, "output": {}, "additionalMetadata": {}, "errorMessage": "",
+    });
+    for (k, v) in fields.as_object().unwrap() {
+        doc[k] = v.clone();
+    }
+    doc
+}
+
+fn update(doc: &Value) -> RunUpdate<'static> {
+    let bytes: &'static [u8] = Box::leak(serde_json::to_vec(doc).unwrap().into_boxed_slice());
+    decode(Some(bytes), 1 << 20).unwrap()
+}
+
+fn finished(run: &str, wf: &str, status: &str, start: &str, end: &str) -> Value {
+    doc(run, wf, status, json!({"startedAt": start, "finishedAt": end}))
+}
+
+fn stats<'a>(agg: &'a Aggregator, workflow: &str) -> &'a WorkflowStats {
+    agg.series().iter().find(|s| s.workflow == workflow).expect("series exists")
+}
+
+#[test]
+fn redeliveries_count_once_and_replays_count_again() {
+    let mut agg = Aggregator::new(settings());
+    let first = finished("r1", WF_A, "FAILED", "2026-08-22T14:00:01Z", "2026-08-22T14:00:03Z");
+    let replayed = finished("r1", WF_A, "COMPLETED", "2026-08-22T15:00:01Z", "2026-08-22T15:00:02.5Z");
+    assert!(matches!(agg.apply(&update(&first), 0), Applied::Outcome { status: V1TaskStatus::Failed, .. }));
+    assert_eq!(agg.apply(&update(&first), S), Applied::Duplicate);
+    // The replay reopens the run, then finishes it again.
+    assert_eq!(agg.apply(&update(&doc("r1", WF_A, "QUEUED", json!({}))), 2 * S), Applied::InProgress);
+    assert_eq!(
+        agg.apply(&update(&replayed), 3 * S),
+        Applied::Outcome { status: V1TaskStatus::Completed, duration_seconds: Some(1.5) }
+    );
+    // A stale copy of the first finish, delivered late, is still the same outcome.
+    assert_eq!(agg.apply(&update(&first), 4 * S), Applied::Duplicate);
+    assert_eq!(agg.apply(&update(&replayed), 5 * S), Applied::Duplicate);
+    let s = stats(&agg, "DAGWorkflow");
+    assert_eq!(s.outcomes[0].runs, 1);
+    assert_eq!(s.outcomes[1].runs, 1);
+    assert_eq!(s.outcomes[2].runs, 0);
+}
+
+#[test]
+fn the_same_instant_in_another_offset_is_the_same_outcome() {
+    let mut agg = Aggregator::new(settings());
+    let utc = finished("r1", WF_A, "COMPLETED", "2026-08-22T14:00:01Z", "2026-08-22T14:00:03.25Z");
+    let local = finished("r1", WF_A, "COMPLETED", "2026-08-22T09:00:01-05:00", "2026-08-22T09:00:03.250-05:00");
+    assert!(matches!(agg.apply(&update(&utc), 0), Applied::Outcome { .. }));
+    assert_eq!(agg.apply(&update(&local), 0), Applied::Duplicate);
+}
+
+#[test]
+fn terminal_without_finished_at_counts_once() {
+    let mut agg = Aggregator::new(settings());
+    let cancelled = doc("r9", WF_A, "CANCELLED", json!({"duration": 9223372036854_i64}));
+    assert_eq!(
+        agg.apply(&update(&cancelled), 0),
+        Applied::Outcome { status: V1TaskStatus::Cancelled, duration_seconds: None }
+    );
+    assert_eq!(agg.apply(&update(&cancelled), 0), Applied::Duplicate);
+    let s = stats(&agg, "DAGWorkflow");
+    assert_eq!(s.outcomes[2].runs, 1);
+    assert_eq!(s.outcomes[2].duration.count, 0, "no duration, no observation");
+}
+
+#[test]
+fn a_dag_with_finished_at_but_still_running_counts_nothing() {
+    let mut agg = Aggregator::new(settings());
+    let running = finished("r2", WF_A, "RUNNING", "2026-08-22T14:00:01Z", "2026-08-22T14:00:02Z");
+    assert_eq!(agg.apply(&update(&running), 0), Applied::InProgress);
+    assert!(stats(&agg, "DAGWorkflow").outcomes.iter().all(|o| o.runs == 0));
+    let done = finished("r2", WF_A, "COMPLETED", "2026-08-22T14:00:01Z", "2026-08-22T14:00:09Z");
+    assert!(matches!(agg.apply(&update(&done), 0), Applied::Outcome { .. }));
+}
+
+#[test]
+fn durations_and_their_traps() {
+    let run = |fields: Value| run_duration_seconds(&update(&doc("r", WF_A, "COMPLETED", fields)).run);
+    let both = json!({"startedAt": "2026-08-22T14:03:11.690241Z", "finishedAt": "2026-08-22T14:03:14.127006Z", "duration": 2436});
+    assert!((run(both).unwrap() - 2.436765).abs() < 1e-9, "full sub-millisecond precision");
+    let offsets = json!({"startedAt": "2026-08-22T09:00:00-05:00", "finishedAt": "2026-08-22T14:00:00.000000001Z"});
+    assert!((run(offsets).unwrap() - 1e-9).abs() < 1e-12);
+    assert_eq!(run(json!({"startedAt": "2026-08-22T14:00:05Z", "finishedAt": "2026-08-22T14:00:01Z", "duration": 5})), None);
+    assert_eq!(run(json!({"finishedAt": "2026-08-22T14:00:05Z", "duration": 9223372036854_i64})), None);
+    assert_eq!(run(json!({"startedAt": "2026-08-22T14:00:05Z", "duration": -9223372036854_i64})), None);
+    assert_eq!(run(json!({"finishedAt": "2026-08-22T14:00:05Z", "duration": 2436})), Some(2.436));
+    assert_eq!(run(json!({"duration": 31_536_000_000_i64})), Some(31_536_000.0));
+    assert_eq!(run(json!({"duration": 31_536_000_001_i64})), None);
+    assert_eq!(run(json!({"duration": 0})), Some(0.0));
+    assert_eq!(run(json!({"duration": null})), None);
+}
+
+#[test]
+fn histogram_buckets_are_upper_inclusive() {
+    let mut agg = Aggregator::new(settings());
+    for (i, ms) in [50, 100, 101, 1000, 5000, 60_000].iter().enumerate() {
+        let d = doc(&format!("r{i}"), WF_A, "COMPLETED", json!({"duration": ms}));
+        agg.apply(&update(&d), 0);
+    }
+    let h = &stats(&agg, "DAGWorkflow").outcomes[0].duration;
+    assert_eq!(&h.bucket_counts[..], &[2, 2, 1, 1]);
+    assert_eq!(h.count, 6);
+    assert!((h.sum - 66.251).abs() < 1e-9);
+}
+
+#[test]
+fn workflow_labels() {
+    assert_eq!(workflow_name_from_display_name("DAGWorkflow-1787407391482"), Some("DAGWorkflow"));
+    assert_eq!(workflow_name_from_display_name("send-welcome-email-1787407802117"), Some("send-welcome-email"));
+    assert_eq!(workflow_name_from_display_name("no-suffix"), Some("no-suffix"));
+    assert_eq!(workflow_name_from_display_name("trailing-"), Some("trailing-"));
+    assert_eq!(workflow_name_from_display_name("-1787407802117"), None);
+    assert_eq!(workflow_name_from_display_name(""), None);
+
+    let mut settings = settings();
+    settings.workflow_names.insert(Uuid128::parse(WF_B).unwrap(), "billing".into());
+    let mut agg = Aggregator::new(settings);
+    agg.apply(&update(&doc("r1", WF_B, "RUNNING", json!({}))), 0);
+    let unnamed = "9d2e4f6a-1b3c-4d5e-9f70-8a9b0c1d2e3f";
+    agg.apply(&update(&doc("r2", unnamed, "RUNNING", json!({"displayName": "-1787407802117"}))), 0);
+    agg.apply(&update(&doc("r3", WF_A, "RUNNING", json!({"displayName": "first-1"}))), 0);
+    agg.apply(&update(&doc("r4", WF_A, "RUNNING", json!({"displayName": "renamed-2"}))), 0);
+    let mut names: Vec<_> = agg.series().iter().map(|s| s.workflow.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["9d2e4f6a-1b3c-4d5e-9f70-8a9b0c1d2e3f", "billing", "first"], "fixed at first sight");
+}
+
+#[test]
+fn two_workflow_ids_with_one_name_share_a_series() {
+    let mut agg = Aggregator::new(settings());
+    agg.apply(&update(&doc("r1", WF_A, "COMPLETED", json!({"duration": 1}))), 0);
+    agg.apply(&update(&doc("r2", WF_B, "COMPLETED", json!({"duration": 1}))), 0);
+    assert_eq!(agg.series().len(), 1);
+    assert_eq!(agg.series()[0].outcomes[0].runs, 2);
+}
+
+#[test]
+fn failure_ratio_by_finished_at_or_processing_time() {
+    let mut agg = Aggregator::new(settings());
+    let base = chrono::DateTime::parse_from_rfc3339("2026-08-22T14:00:00Z").unwrap().timestamp() * S;
+    for i in 0..4 {
+        let status = if i == 0 { "FAILED" } else { "COMPLETED" };
+        let end = format!("2026-08-22T14:0{i}:00Z");
+        agg.apply(&update(&finished(&format!("r{i}"), WF_A, status, "2026-08-22T13:59:00Z", &end)), 0);
+    }
+    assert_eq!(stats(&agg, "DAGWorkflow").failure_windows[0].counts(base + 4 * 60 * S), (1, 4));
+    assert_eq!(agg.latest_outcome_nanos(), Some(base + 3 * 60 * S));
+    // No finishedAt: placed at the processing time.
+    agg.apply(&update(&doc("late", WF_A, "FAILED", json!({}))), base + 3600 * S);
+    assert_eq!(agg.latest_outcome_nanos(), Some(base + 3600 * S));
+    let s = stats(&agg, "DAGWorkflow");
+    assert_eq!(s.failure_windows[0].counts(base + 3600 * S), (1, 1));
+    assert_eq!(s.failure_windows[1].counts(base + 3600 * S), (1, 4), "14:00 fell out of the 1h window");
+}

@@ -1,0 +1,439 @@
+//! The config file: every option, its default and its validation, in one place.
+//!
+//! One TOML file (`--config PATH`), every key optional. Unknown keys and bad values are refused
+//! at start with the file, the key and why; nothing here is read again after start.
+//! `config/hatchet-run-metrics.toml` documents every option with its default and must say the same
+//! as the doc comments below.
+
+use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings};
+use crate::decode::Uuid128;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A config that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: key `{key}`: {why}")]
+pub struct ConfigError {
+    /// The file, or the environment variable, the value came from.
+    pub source_name: String,
+    pub key: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub http: HttpConfig,
+    pub metrics: MetricsConfig,
+    pub outcomes: OutcomesConfig,
+    /// `workflowId` -> the `workflow` label to use for it, instead of the name taken from
+    /// `displayName`. Default: empty.
+    pub workflow_names: BTreeMap<String, String>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`. Default `"127.0.0.1:9092"`. Env: `HATCHET_RUN_METRICS_BROKERS`.
+    pub brokers: String,
+    /// Topics to consume. Default `["hatchet-workflow-runs"]`. Env: `HATCHET_RUN_METRICS_TOPICS`
+    /// (comma-separated).
+    pub topics: Vec<String>,
+    /// Consumer group. Default `"hatchet-run-metrics"`. Env: `HATCHET_RUN_METRICS_GROUP_ID`.
+    pub group_id: String,
+    /// How often processed offsets are committed (also at shutdown and on rebalance). Default `"5s"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub commit_interval: Duration,
+    /// How often librdkafka reports statistics (consumer lag, broker state). Default `"5s"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub statistics_interval: Duration,
+    /// Larger messages are rejected as `too_large` without being parsed. Default 16 MiB.
+    pub max_message_bytes: usize,
+    /// Any librdkafka property, passed through as is (SASL, TLS, fetch tuning...). Default: a small
+    /// `fetch.queue.backoff.ms` only. The keys this service manages itself are refused.
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`. Default `"0.0.0.0:9477"`.
+    /// Env: `HATCHET_RUN_METRICS_LISTEN`.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Upper bounds of `hatchet_workflow_run_duration_seconds`, strictly increasing. Default: 5 ms to
+    /// one day (22 buckets).
+    pub duration_buckets_seconds: Vec<f64>,
+    /// Windows of `hatchet_workflow_failure_ratio`, each also its `window` label. Default
+    /// `["5m", "1h"]`.
+    pub failure_ratio_windows: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutcomesConfig {
+    /// How many counted outcomes are remembered to recognise redeliveries; at the cap the oldest is
+    /// forgotten (and counted in `hatchet_run_metrics_outcomes_forgotten_total{why="cap"}`).
+    /// Default 1000000 (about 100 MB at the cap).
+    pub max_remembered: usize,
+    /// How long a counted outcome is remembered. Default `"6h"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, overridden by `RUST_LOG`. Default `"info"`.
+    pub level: String,
+    /// At most this many rejected-message warnings per second; the rest are counted and their
+    /// number given in the next warning. Default 10.
+    pub rejected_messages_per_second: u32,
+}
+
+pub const DEFAULT_DURATION_BUCKETS: [f64; 22] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    7200.0, 21600.0, 43200.0, 86400.0,
+];
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            kafka: KafkaConfig::default(),
+            http: HttpConfig::default(),
+            metrics: MetricsConfig::default(),
+            outcomes: OutcomesConfig::default(),
+            workflow_names: BTreeMap::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topics: vec!["hatchet-workflow-runs".into()],
+            group_id: "hatchet-run-metrics".into(),
+            commit_interval: Duration::from_secs(5),
+            statistics_interval: Duration::from_secs(5),
+            max_message_bytes: 16 << 20,
+            properties: BTreeMap::from([("fetch.queue.backoff.ms".to_string(), "5".to_string())]),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig { listen: SocketAddr::from(([0, 0, 0, 0], 9477)) }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            duration_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
+            failure_ratio_windows: vec!["5m".into(), "1h".into()],
+        }
+    }
+}
+
+impl Default for OutcomesConfig {
+    fn default() -> OutcomesConfig {
+        OutcomesConfig { max_remembered: 1_000_000, max_age: Duration::from_secs(6 * 3600) }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig { level: "info".into(), rejected_messages_per_second: 10 }
+    }
+}
+
+fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"5m\" or \"1h\" ({e})"))
+}
+
+/// librdkafka properties that this service sets itself: overriding them would break its
+/// guarantees (offsets stored only after processing) or duplicate a key of its own.
+const MANAGED_PROPERTIES: [(&str, &str); 6] = [
+    ("bootstrap.servers", "set `kafka.brokers` instead"),
+    ("group.id", "set `kafka.group_id` instead"),
+    ("enable.auto.offset.store", "offsets are stored only after a message is in the metrics"),
+    ("enable.auto.commit", "offsets are committed every `kafka.commit_interval`"),
+    ("auto.commit.interval.ms", "set `kafka.commit_interval` instead"),
+    ("statistics.interval.ms", "set `kafka.statistics_interval` instead"),
+];
+
+impl Config {
+    /// Reads and validates `path`, then applies environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: name.clone(),
+            key: "(file)".into(),
+            why: format!("cannot read it: {e}"),
+        })?;
+        let mut config = Config::parse(&text, &name)?;
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    /// The defaults, with environment overrides: what runs when no file is given.
+    pub fn from_env_only() -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut why = inner.message().trim().to_string();
+            if let Some(span) = inner.span() {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                why.push_str(&format!(" (line {line}, column {column})"));
+            }
+            ConfigError { source_name: source_name.into(), key: if key == "." { "(top level)".into() } else { key }, why }
+        })?;
+        config.validate(source_name)?;
+        Ok(config)
+    }
+
+    /// Environment overrides for what differs between deployments of one config file.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = var("HATCHET_RUN_METRICS_BROKERS") {
+            self.kafka.brokers = v;
+        }
+        if let Some(v) = var("HATCHET_RUN_METRICS_TOPICS") {
+            self.kafka.topics = v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        }
+        if let Some(v) = var("HATCHET_RUN_METRICS_GROUP_ID") {
+            self.kafka.group_id = v;
+        }
+        if let Some(v) = var("HATCHET_RUN_METRICS_LISTEN") {
+            self.http.listen = v.parse().map_err(|e| ConfigError {
+                source_name: "environment".into(),
+                key: "HATCHET_RUN_METRICS_LISTEN".into(),
+                why: format!("{v:?} is not an address like 0.0.0.0:9477 ({e})"),
+            })?;
+        }
+        self.validate("environment")
+    }
+
+    fn validate(&self, source_name: &str) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: String| {
+            Err(ConfigError { source_name: source_name.into(), key: key.into(), why })
+        };
+        if self.kafka.brokers.trim().is_empty() {
+            return fail("kafka.brokers", "must name at least one broker (host:port)".into());
+        }
+        if self.kafka.topics.is_empty() || self.kafka.topics.iter().any(|t| t.trim().is_empty()) {
+            return fail("kafka.topics", "must list at least one topic, none empty".into());
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return fail("kafka.group_id", "must not be empty".into());
+        }
+        if self.kafka.commit_interval < Duration::from_millis(100) {
+            return fail("kafka.commit_interval", "must be at least 100ms".into());
+        }
+        if self.kafka.statistics_interval < Duration::from_millis(100) {
+            return fail("kafka.statistics_interval", "must be at least 100ms".into());
+        }
+        if self.kafka.max_message_bytes == 0 {
+            return fail("kafka.max_message_bytes", "must be positive".into());
+        }
+        for (key, why) in MANAGED_PROPERTIES {
+            if self.kafka.properties.contains_key(key) {
+                return fail(&format!("kafka.properties.\"{key}\""), format!("managed by the service: {why}"));
+            }
+        }
+        let buckets = &self.metrics.duration_buckets_seconds;
+        if buckets.is_empty() {
+            return fail("metrics.duration_buckets_seconds", "must list at least one bucket".into());
+        }
+        for (i, le) in buckets.iter().enumerate() {
+            if !le.is_finite() || *le < 0.0 {
+                return fail(
+                    &format!("metrics.duration_buckets_seconds[{i}]"),
+                    format!("{le} is not a finite, non-negative number of seconds (+Inf is always added)"),
+                );
+            }
+            if i > 0 && buckets[i - 1] >= *le {
+                return fail(
+                    &format!("metrics.duration_buckets_seconds[{i}]"),
+                    format!("buckets must be strictly increasing, {le} follows {}", buckets[i - 1]),
+                );
+            }
+        }
+        if self.metrics.failure_ratio_windows.is_empty() {
+            return fail("metrics.failure_ratio_windows", "must list at least one window".into());
+        }
+        let mut lengths = Vec::new();
+        for (i, text) in self.metrics.failure_ratio_windows.iter().enumerate() {
+            let key = format!("metrics.failure_ratio_windows[{i}]");
+            let length = match parse_duration(text) {
+                Ok(length) => length,
+                Err(why) => return fail(&key, why),
+            };
+            if length < Duration::from_secs(1) || length > Duration::from_secs(31 * 86400) {
+                return fail(&key, format!("{text:?} must lie between 1s and 31 days"));
+            }
+            if lengths.contains(&length) {
+                return fail(&key, format!("{text:?} repeats an earlier window"));
+            }
+            lengths.push(length);
+        }
+        if self.outcomes.max_remembered == 0 {
+            return fail("outcomes.max_remembered", "must be at least 1".into());
+        }
+        if self.outcomes.max_age < Duration::from_secs(1) {
+            return fail("outcomes.max_age", "must be at least 1s".into());
+        }
+        for (id, name) in &self.workflow_names {
+            if Uuid128::parse(id).is_none() {
+                return fail(&format!("workflow_names.\"{id}\""), "the key must be a workflowId (a UUID)".into());
+            }
+            if name.trim().is_empty() {
+                return fail(&format!("workflow_names.\"{id}\""), "the name must not be empty".into());
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return fail("log.level", format!("{:?} is not a tracing filter like \"info\"", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The aggregation's view of this config (valid by construction: `validate` ran).
+    pub fn aggregate_settings(&self) -> AggregateSettings {
+        AggregateSettings {
+            duration_buckets_seconds: self.metrics.duration_buckets_seconds.clone(),
+            failure_ratio_windows: (self.metrics.failure_ratio_windows.iter())
+                .filter_map(|text| {
+                    let nanos = parse_duration(text).ok()?.as_nanos();
+                    Some((text.trim().to_string(), i64::try_from(nanos).ok()?))
+                })
+                .collect(),
+            workflow_names: (self.workflow_names.iter())
+                .filter_map(|(id, name)| Some((Uuid128::parse(id)?, name.clone())))
+                .collect(),
+            outcome_memory: OutcomeMemoryLimits {
+                max_entries: self.outcomes.max_remembered,
+                max_age_nanos: i64::try_from(self.outcomes.max_age.as_nanos()).unwrap_or(i64::MAX),
+            },
+        }
+    }
+}
+
+/// Where the config comes from: `--config`, else `HATCHET_RUN_METRICS_CONFIG`, else the defaults.
+pub fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path.cloned().or_else(|| std::env::var_os("HATCHET_RUN_METRICS_CONFIG").map(PathBuf::from)) {
+        Some(path) => Config::load(&path),
+        None => Config::from_env_only(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> ConfigError {
+        Config::parse(text, "test.toml").expect_err("should be refused")
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = include_str!("../config/hatchet-run-metrics.toml");
+        let file = Config::parse(text, "example").unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{file:?}"), format!("{defaults:?}"), "config/ example and defaults disagree");
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let config = Config::parse("", "empty").unwrap();
+        assert_eq!(config.metrics.failure_ratio_windows, ["5m", "1h"]);
+        assert_eq!(config.aggregate_settings().failure_ratio_windows[1], ("1h".to_string(), 3_600_000_000_000));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_why() {
+        let cases = [
+            ("[kafka]\nbrokerz = \"x\"", "kafka.brokerz", "unknown field"),
+            ("[metrix]\n", "metrix", "unknown field"),
+            ("[kafka]\ncommit_interval = \"soon\"", "kafka.commit_interval", "not a duration"),
+            ("[kafka]\ncommit_interval = 5", "kafka.commit_interval", "invalid type"),
+            ("[kafka]\ntopics = []", "kafka.topics", "at least one"),
+            ("[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"", "enable.auto.offset.store", "managed"),
+            ("[metrics]\nduration_buckets_seconds = [1.0, 0.5]", "duration_buckets_seconds[1]", "increasing"),
+            ("[metrics]\nduration_buckets_seconds = [-1.0]", "duration_buckets_seconds[0]", "non-negative"),
+            ("[metrics]\nfailure_ratio_windows = [\"5m\", \"300s\"]", "failure_ratio_windows[1]", "repeats"),
+            ("[metrics]\nfailure_ratio_windows = [\"0s\"]", "failure_ratio_windows[0]", "between"),
+            ("[metrics]\nfailure_ratio_windows = [\"five\"]", "failure_ratio_windows[0]", "not a duration"),
+            ("[outcomes]\nmax_remembered = 0", "outcomes.max_remembered", "at least 1"),
+            ("[outcomes]\nmax_remembered = -3", "outcomes.max_remembered", "invalid value"),
+            ("[workflow_names]\n\"billing\" = \"x\"", "workflow_names.\"billing\"", "UUID"),
+            ("[http]\nlisten = \"localhost\"", "http.listen", "invalid"),
+            ("[log]\nlevel = \"=!=\"", "log.level", "tracing filter"),
+        ];
+        for (text, key, why) in cases {
+            let err = refused(text);
+            let message = err.to_string();
+            assert!(message.starts_with("test.toml: "), "{message}");
+            assert!(err.key.contains(key), "{text:?}: key {:?} should contain {key:?}", err.key);
+            assert!(err.why.contains(why), "{text:?}: why {:?} should contain {why:?}", err.why);
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_refused_too() {
+        let err = refused("[kafka\nbrokers = ");
+        assert!(err.to_string().starts_with("test.toml: key `(top level)`"), "{err}");
+        assert!(err.why.contains("line 1"), "{err}");
+        let err = refused("[kafka]\n\ncommit_interval = 5");
+        assert!(err.why.contains("line 3, column 19"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let mut config = Config::default();
+        let env = |k: &str| match k {
+            "HATCHET_RUN_METRICS_BROKERS" => Some("kafka-1:9092,kafka-2:9092".to_string()),
+            "HATCHET_RUN_METRICS_TOPICS" => Some("a, b".to_string()),
+            "HATCHET_RUN_METRICS_LISTEN" => Some("127.0.0.1:1234".to_string()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        assert_eq!(config.kafka.brokers, "kafka-1:9092,kafka-2:9092");
+        assert_eq!(config.kafka.topics, ["a", "b"]);
+        assert_eq!(config.http.listen.port(), 1234);
+        let err = Config::default()
+            .apply_env(|k| (k == "HATCHET_RUN_METRICS_LISTEN").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert_eq!(err.key, "HATCHET_RUN_METRICS_LISTEN");
+        let err = Config::default()
+            .apply_env(|k| (k == "HATCHET_RUN_METRICS_TOPICS").then(|| " , ".to_string()))
+            .unwrap_err();
+        assert_eq!(err.key, "kafka.topics");
+    }
+}

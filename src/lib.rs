@@ -1,0 +1,4 @@
+pub mod aggregate;
+pub mod config;
+pub mod decode;
+pub mod model;
