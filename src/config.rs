@@ -23,7 +23,7 @@ pub struct ConfigError {
     pub why: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub kafka: KafkaConfig,
@@ -54,8 +54,9 @@ pub struct KafkaConfig {
     pub statistics_interval: Duration,
     /// Larger messages are rejected as `too_large` without being parsed. Default 16 MiB.
     pub max_message_bytes: usize,
-    /// Any librdkafka property, passed through as is (SASL, TLS, fetch tuning...). Default: a small
-    /// `fetch.queue.backoff.ms` only. The keys this service manages itself are refused.
+    /// Any librdkafka property, passed through as is (SASL, TLS, fetch tuning...). Default: empty;
+    /// unless set here, the service uses `auto.offset.reset = "earliest"` and
+    /// `fetch.queue.backoff.ms = "5"`. The keys this service manages itself are refused.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -105,19 +106,6 @@ pub const DEFAULT_DURATION_BUCKETS: [f64; 22] = [
     7200.0, 21600.0, 43200.0, 86400.0,
 ];
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            kafka: KafkaConfig::default(),
-            http: HttpConfig::default(),
-            metrics: MetricsConfig::default(),
-            outcomes: OutcomesConfig::default(),
-            workflow_names: BTreeMap::new(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 impl Default for KafkaConfig {
     fn default() -> KafkaConfig {
         KafkaConfig {
@@ -127,14 +115,16 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_secs(5),
             statistics_interval: Duration::from_secs(5),
             max_message_bytes: 16 << 20,
-            properties: BTreeMap::from([("fetch.queue.backoff.ms".to_string(), "5".to_string())]),
+            properties: BTreeMap::new(),
         }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> HttpConfig {
-        HttpConfig { listen: SocketAddr::from(([0, 0, 0, 0], 9477)) }
+        HttpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9477)),
+        }
     }
 }
 
@@ -149,13 +139,19 @@ impl Default for MetricsConfig {
 
 impl Default for OutcomesConfig {
     fn default() -> OutcomesConfig {
-        OutcomesConfig { max_remembered: 1_000_000, max_age: Duration::from_secs(6 * 3600) }
+        OutcomesConfig {
+            max_remembered: 1_000_000,
+            max_age: Duration::from_secs(6 * 3600),
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
-        LogConfig { level: "info".into(), rejected_messages_per_second: 10 }
+        LogConfig {
+            level: "info".into(),
+            rejected_messages_per_second: 10,
+        }
     }
 }
 
@@ -174,8 +170,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 const MANAGED_PROPERTIES: [(&str, &str); 6] = [
     ("bootstrap.servers", "set `kafka.brokers` instead"),
     ("group.id", "set `kafka.group_id` instead"),
-    ("enable.auto.offset.store", "offsets are stored only after a message is in the metrics"),
-    ("enable.auto.commit", "offsets are committed every `kafka.commit_interval`"),
+    (
+        "enable.auto.offset.store",
+        "offsets are stored only after a message is in the metrics",
+    ),
+    (
+        "enable.auto.commit",
+        "offsets are committed every `kafka.commit_interval`",
+    ),
     ("auto.commit.interval.ms", "set `kafka.commit_interval` instead"),
     ("statistics.interval.ms", "set `kafka.statistics_interval` instead"),
 ];
@@ -214,7 +216,11 @@ impl Config {
                 let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
                 why.push_str(&format!(" (line {line}, column {column})"));
             }
-            ConfigError { source_name: source_name.into(), key: if key == "." { "(top level)".into() } else { key }, why }
+            ConfigError {
+                source_name: source_name.into(),
+                key: if key == "." { "(top level)".into() } else { key },
+                why,
+            }
         })?;
         config.validate(source_name)?;
         Ok(config)
@@ -226,7 +232,11 @@ impl Config {
             self.kafka.brokers = v;
         }
         if let Some(v) = var("HATCHET_RUN_METRICS_TOPICS") {
-            self.kafka.topics = v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+            self.kafka.topics = v
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect();
         }
         if let Some(v) = var("HATCHET_RUN_METRICS_GROUP_ID") {
             self.kafka.group_id = v;
@@ -243,7 +253,11 @@ impl Config {
 
     fn validate(&self, source_name: &str) -> Result<(), ConfigError> {
         let fail = |key: &str, why: String| {
-            Err(ConfigError { source_name: source_name.into(), key: key.into(), why })
+            Err(ConfigError {
+                source_name: source_name.into(),
+                key: key.into(),
+                why,
+            })
         };
         if self.kafka.brokers.trim().is_empty() {
             return fail("kafka.brokers", "must name at least one broker (host:port)".into());
@@ -265,12 +279,18 @@ impl Config {
         }
         for (key, why) in MANAGED_PROPERTIES {
             if self.kafka.properties.contains_key(key) {
-                return fail(&format!("kafka.properties.\"{key}\""), format!("managed by the service: {why}"));
+                return fail(
+                    &format!("kafka.properties.\"{key}\""),
+                    format!("managed by the service: {why}"),
+                );
             }
         }
         let buckets = &self.metrics.duration_buckets_seconds;
         if buckets.is_empty() {
-            return fail("metrics.duration_buckets_seconds", "must list at least one bucket".into());
+            return fail(
+                "metrics.duration_buckets_seconds",
+                "must list at least one bucket".into(),
+            );
         }
         for (i, le) in buckets.iter().enumerate() {
             if !le.is_finite() || *le < 0.0 {
@@ -312,14 +332,20 @@ impl Config {
         }
         for (id, name) in &self.workflow_names {
             if Uuid128::parse(id).is_none() {
-                return fail(&format!("workflow_names.\"{id}\""), "the key must be a workflowId (a UUID)".into());
+                return fail(
+                    &format!("workflow_names.\"{id}\""),
+                    "the key must be a workflowId (a UUID)".into(),
+                );
             }
             if name.trim().is_empty() {
                 return fail(&format!("workflow_names.\"{id}\""), "the name must not be empty".into());
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return fail("log.level", format!("{:?} is not a tracing filter like \"info\"", self.log.level));
+            return fail(
+                "log.level",
+                format!("{:?} is not a tracing filter like \"info\"", self.log.level),
+            );
         }
         Ok(())
     }
@@ -347,7 +373,10 @@ impl Config {
 
 /// Where the config comes from: `--config`, else `HATCHET_RUN_METRICS_CONFIG`, else the defaults.
 pub fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
-    match path.cloned().or_else(|| std::env::var_os("HATCHET_RUN_METRICS_CONFIG").map(PathBuf::from)) {
+    match path
+        .cloned()
+        .or_else(|| std::env::var_os("HATCHET_RUN_METRICS_CONFIG").map(PathBuf::from))
+    {
         Some(path) => Config::load(&path),
         None => Config::from_env_only(),
     }
@@ -366,14 +395,21 @@ mod tests {
         let text = include_str!("../config/hatchet-run-metrics.toml");
         let file = Config::parse(text, "example").unwrap();
         let defaults = Config::default();
-        assert_eq!(format!("{file:?}"), format!("{defaults:?}"), "config/ example and defaults disagree");
+        assert_eq!(
+            format!("{file:?}"),
+            format!("{defaults:?}"),
+            "config/ example and defaults disagree"
+        );
     }
 
     #[test]
     fn empty_file_is_all_defaults() {
         let config = Config::parse("", "empty").unwrap();
         assert_eq!(config.metrics.failure_ratio_windows, ["5m", "1h"]);
-        assert_eq!(config.aggregate_settings().failure_ratio_windows[1], ("1h".to_string(), 3_600_000_000_000));
+        assert_eq!(
+            config.aggregate_settings().failure_ratio_windows[1],
+            ("1h".to_string(), 3_600_000_000_000)
+        );
     }
 
     #[test]
@@ -381,18 +417,58 @@ mod tests {
         let cases = [
             ("[kafka]\nbrokerz = \"x\"", "kafka.brokerz", "unknown field"),
             ("[metrix]\n", "metrix", "unknown field"),
-            ("[kafka]\ncommit_interval = \"soon\"", "kafka.commit_interval", "not a duration"),
+            (
+                "[kafka]\ncommit_interval = \"soon\"",
+                "kafka.commit_interval",
+                "not a duration",
+            ),
             ("[kafka]\ncommit_interval = 5", "kafka.commit_interval", "invalid type"),
             ("[kafka]\ntopics = []", "kafka.topics", "at least one"),
-            ("[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"", "enable.auto.offset.store", "managed"),
-            ("[metrics]\nduration_buckets_seconds = [1.0, 0.5]", "duration_buckets_seconds[1]", "increasing"),
-            ("[metrics]\nduration_buckets_seconds = [-1.0]", "duration_buckets_seconds[0]", "non-negative"),
-            ("[metrics]\nfailure_ratio_windows = [\"5m\", \"300s\"]", "failure_ratio_windows[1]", "repeats"),
-            ("[metrics]\nfailure_ratio_windows = [\"0s\"]", "failure_ratio_windows[0]", "between"),
-            ("[metrics]\nfailure_ratio_windows = [\"five\"]", "failure_ratio_windows[0]", "not a duration"),
-            ("[outcomes]\nmax_remembered = 0", "outcomes.max_remembered", "at least 1"),
-            ("[outcomes]\nmax_remembered = -3", "outcomes.max_remembered", "invalid value"),
-            ("[workflow_names]\n\"billing\" = \"x\"", "workflow_names.\"billing\"", "UUID"),
+            (
+                "[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"",
+                "enable.auto.offset.store",
+                "managed",
+            ),
+            (
+                "[metrics]\nduration_buckets_seconds = [1.0, 0.5]",
+                "duration_buckets_seconds[1]",
+                "increasing",
+            ),
+            (
+                "[metrics]\nduration_buckets_seconds = [-1.0]",
+                "duration_buckets_seconds[0]",
+                "non-negative",
+            ),
+            (
+                "[metrics]\nfailure_ratio_windows = [\"5m\", \"300s\"]",
+                "failure_ratio_windows[1]",
+                "repeats",
+            ),
+            (
+                "[metrics]\nfailure_ratio_windows = [\"0s\"]",
+                "failure_ratio_windows[0]",
+                "between",
+            ),
+            (
+                "[metrics]\nfailure_ratio_windows = [\"five\"]",
+                "failure_ratio_windows[0]",
+                "not a duration",
+            ),
+            (
+                "[outcomes]\nmax_remembered = 0",
+                "outcomes.max_remembered",
+                "at least 1",
+            ),
+            (
+                "[outcomes]\nmax_remembered = -3",
+                "outcomes.max_remembered",
+                "invalid value",
+            ),
+            (
+                "[workflow_names]\n\"billing\" = \"x\"",
+                "workflow_names.\"billing\"",
+                "UUID",
+            ),
             ("[http]\nlisten = \"localhost\"", "http.listen", "invalid"),
             ("[log]\nlevel = \"=!=\"", "log.level", "tracing filter"),
         ];
@@ -400,8 +476,16 @@ mod tests {
             let err = refused(text);
             let message = err.to_string();
             assert!(message.starts_with("test.toml: "), "{message}");
-            assert!(err.key.contains(key), "{text:?}: key {:?} should contain {key:?}", err.key);
-            assert!(err.why.contains(why), "{text:?}: why {:?} should contain {why:?}", err.why);
+            assert!(
+                err.key.contains(key),
+                "{text:?}: key {:?} should contain {key:?}",
+                err.key
+            );
+            assert!(
+                err.why.contains(why),
+                "{text:?}: why {:?} should contain {why:?}",
+                err.why
+            );
         }
     }
 

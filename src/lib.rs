@@ -1,4 +1,34 @@
+//! `hatchet-run-metrics`: Hatchet workflow-run updates from Kafka, turned into Prometheus metrics
+//! per workflow.
+//!
+//! # Layout
+//!
+//! Data flows one way, and the modules follow it:
+//!
+//! - [`source`]: where messages come from: the Kafka consumer group ([`source::kafka`]: offsets,
+//!   commits, rebalances, consumer health) or a replayed file ([`source::file`]).
+//! - [`pipeline`]: one message through the stages below; both sources call it.
+//! - [`decode`]: bytes -> a validated [`decode::RunUpdate`], or a typed [`decode::RejectReason`].
+//! - [`model`]: Hatchet's `V1WorkflowRun`, `V1TaskStatus` and `APIResourceMeta`, faithful to the
+//!   contract and nothing else.
+//! - [`aggregate`]: outcomes (counted once), durations and failure-ratio windows per workflow.
+//!   Pure and synchronous.
+//! - [`exporter`]: the Prometheus exposition rendered from the aggregation, and the HTTP
+//!   endpoints (`/metrics`, `/healthz`, `/readyz`).
+//! - [`events`]: every observable event of the service itself, logging and counting together.
+//! - [`config`]: the TOML config, its defaults and validation.
+//! - [`produce`] and [`synthetic`]: sending files or simulated traffic to a topic, for the demo,
+//!   the tests and the benchmarks.
+//!
+//! `main.rs` is the command line (`run`, `check-config`, `replay`, `produce`).
+
 pub mod aggregate;
 pub mod config;
 pub mod decode;
+pub mod events;
+pub mod exporter;
 pub mod model;
+pub mod pipeline;
+pub mod produce;
+pub mod source;
+pub mod synthetic;

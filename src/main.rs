@@ -1,1 +1,247 @@
-fn main() {}
+//! The command line: a thin edge over the library. Errors get their context here.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use hatchet_run_metrics::aggregate::Aggregator;
+use hatchet_run_metrics::config::{self, Config};
+use hatchet_run_metrics::events::Telemetry;
+use hatchet_run_metrics::exporter::{self, http, WindowEnd};
+use hatchet_run_metrics::pipeline::Pipeline;
+use hatchet_run_metrics::produce::{self, ProduceTarget};
+use hatchet_run_metrics::source::{file, kafka};
+use hatchet_run_metrics::synthetic::TrafficProfile;
+use std::io::{BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "hatchet-run-metrics",
+    version,
+    about = "Prometheus metrics per Hatchet workflow, from V1WorkflowRun updates on Kafka"
+)]
+struct Cli {
+    /// The TOML config file (see config/hatchet-run-metrics.toml). Without it: the defaults.
+    #[arg(long, global = true, env = "HATCHET_RUN_METRICS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the topic and serve /metrics, /healthz and /readyz until SIGTERM or SIGINT.
+    Run,
+    /// Validate the config and print what it resolves to.
+    CheckConfig,
+    /// Process a file of newline-delimited V1WorkflowRun JSON exactly as the Kafka path would and
+    /// print the resulting exposition. Rejected lines are counted and logged, not fatal.
+    Replay { file: PathBuf },
+    /// Send updates to the topic: each non-blank line of FILE, or simulated traffic.
+    Produce(ProduceArgs),
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// A file of newline-delimited documents, each sent unchanged, keyed by its metadata.id.
+    #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    file: Option<PathBuf>,
+    /// Simulate realistic runs of many workflows instead (lifecycles, retries, replays, failures).
+    #[arg(long)]
+    synthetic: bool,
+    /// Brokers (default: the config's kafka.brokers).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Topic (default: the config's first kafka.topics entry).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Synthetic: stop after this many messages (default: run until interrupted).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Synthetic: send as fast as the broker takes them instead of at the simulation's pace.
+    #[arg(long)]
+    fast: bool,
+    /// Synthetic: new runs per second of simulated time (each run is about 3 to 4 messages).
+    #[arg(long, default_value_t = TrafficProfile::default().runs_per_second)]
+    runs_per_second: f64,
+    /// Synthetic: number of workflows.
+    #[arg(long, default_value_t = TrafficProfile::default().workflows)]
+    workflows: usize,
+    /// Synthetic: number of tenants.
+    #[arg(long, default_value_t = TrafficProfile::default().tenants)]
+    tenants: usize,
+    /// Synthetic: share of deliberately invalid messages, 0 to 1.
+    #[arg(long, default_value_t = TrafficProfile::default().bad_message_ratio)]
+    bad_ratio: f64,
+    /// Synthetic: random seed (the same seed gives the same traffic).
+    #[arg(long, default_value_t = TrafficProfile::default().seed)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = config::load(cli.config.as_ref())?;
+    init_tracing(&config.log.level);
+    match cli.command {
+        Command::Run => serve(config),
+        Command::CheckConfig => {
+            println!("config OK");
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Replay { file } => replay(&config, &file),
+        Command::Produce(args) => produce(&config, args),
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn new_pipeline(config: &Config) -> Pipeline {
+    let telemetry = Arc::new(Telemetry::new(config.log.rejected_messages_per_second));
+    Pipeline::new(
+        Aggregator::new(config.aggregate_settings()),
+        telemetry,
+        config.kafka.max_message_bytes,
+    )
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let pipeline = new_pipeline(&config);
+        let health = Arc::new(kafka::ConsumerHealth::default());
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+        tracing::info!(listen = %config.http.listen, "serving /metrics, /healthz, /readyz");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let server = tokio::spawn(http::serve(
+            listener,
+            pipeline.clone(),
+            health.clone(),
+            until_stopped(stopped.clone()),
+        ));
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = stop.send(true);
+        });
+        kafka::consume(&config.kafka, pipeline, health, until_stopped(stopped))
+            .await
+            .context("kafka consumer")?;
+        server.await.context("http server task")?.context("http server")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the service");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn replay(config: &Config, path: &PathBuf) -> anyhow::Result<()> {
+    let pipeline = new_pipeline(config);
+    let reader = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let name = path.display().to_string();
+    let summary = file::replay(BufReader::new(reader), &name, &pipeline)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    tracing::info!(
+        messages = summary.messages,
+        rejected = summary.rejected,
+        "replayed {name}"
+    );
+    let text = exporter::exposition(&pipeline, WindowEnd::LatestOutcome);
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn produce(config: &Config, args: ProduceArgs) -> anyhow::Result<()> {
+    let brokers = args.brokers.unwrap_or_else(|| config.kafka.brokers.clone());
+    let topic = args
+        .topic
+        .or_else(|| config.kafka.topics.first().cloned())
+        .context("no topic")?;
+    let properties = (config.kafka.properties.iter())
+        .filter(|(k, _)| k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let target = ProduceTarget {
+        brokers: &brokers,
+        topic: &topic,
+        properties,
+    };
+    let summary = match args.file {
+        Some(path) => {
+            let reader = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            produce::produce_lines(&target, BufReader::new(reader))?
+        }
+        None => {
+            let profile = TrafficProfile {
+                workflows: args.workflows,
+                tenants: args.tenants,
+                seed: args.seed,
+                bad_message_ratio: args.bad_ratio,
+                runs_per_second: args.runs_per_second,
+            };
+            // A background runtime only watches for SIGINT/SIGTERM; producing stays synchronous.
+            let interrupted = Arc::new(AtomicBool::new(false));
+            let signals = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let flag = interrupted.clone();
+            signals.spawn(async move {
+                wait_for_signal().await;
+                flag.store(true, Ordering::Relaxed);
+            });
+            let stop = || interrupted.load(Ordering::Relaxed);
+            tracing::info!(%brokers, %topic, "producing synthetic traffic");
+            produce::produce_synthetic(&target, &profile, args.count, !args.fast, &stop)?
+        }
+    };
+    let seconds = summary.elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "produced {} messages ({} bytes) to {topic} in {:.2}s: {:.0} messages/s",
+        summary.messages,
+        summary.bytes,
+        seconds,
+        summary.messages as f64 / seconds
+    );
+    Ok(())
+}

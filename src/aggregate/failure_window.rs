@@ -29,7 +29,13 @@ impl FailureRatioWindow {
     pub fn new(length_nanos: i64) -> FailureRatioWindow {
         FailureRatioWindow {
             slot_nanos: (length_nanos / SLOTS as i64).max(1),
-            slots: Box::new([Slot { index: i64::MIN, failed: 0, total: 0 }; SLOTS]),
+            slots: Box::new(
+                [Slot {
+                    index: i64::MIN,
+                    failed: 0,
+                    total: 0,
+                }; SLOTS],
+            ),
         }
     }
 
@@ -42,7 +48,11 @@ impl FailureRatioWindow {
         let (index, at) = self.position(at_nanos);
         let slot = &mut self.slots[at];
         if slot.index < index {
-            *slot = Slot { index, failed: 0, total: 0 };
+            *slot = Slot {
+                index,
+                failed: 0,
+                total: 0,
+            };
         } else if slot.index > index {
             return; // older than the ring reaches: a slot this old was already reused
         }

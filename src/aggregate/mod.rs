@@ -20,7 +20,8 @@ use std::collections::HashMap;
 const MAX_TRUSTED_DURATION_MS: i64 = 31_536_000_000;
 
 /// The statuses that are outcomes, in the order their statistics are stored.
-pub const OUTCOME_STATUSES: [V1TaskStatus; 3] = [V1TaskStatus::Completed, V1TaskStatus::Failed, V1TaskStatus::Cancelled];
+pub const OUTCOME_STATUSES: [V1TaskStatus; 3] =
+    [V1TaskStatus::Completed, V1TaskStatus::Failed, V1TaskStatus::Cancelled];
 
 /// What the aggregation needs from the config.
 #[derive(Debug, Clone)]
@@ -38,7 +39,10 @@ pub struct AggregateSettings {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Applied {
     /// A new outcome was counted; `duration_seconds` when one could be trusted.
-    Outcome { status: V1TaskStatus, duration_seconds: Option<f64> },
+    Outcome {
+        status: V1TaskStatus,
+        duration_seconds: Option<f64>,
+    },
     /// This outcome was already counted (a redelivery or a stale copy).
     Duplicate,
     /// `QUEUED` or `RUNNING`: nothing to count.
@@ -55,7 +59,11 @@ pub struct DurationHistogram {
 
 impl DurationHistogram {
     fn new(bounds: usize) -> DurationHistogram {
-        DurationHistogram { bucket_counts: vec![0; bounds + 1].into_boxed_slice(), sum: 0.0, count: 0 }
+        DurationHistogram {
+            bucket_counts: vec![0; bounds + 1].into_boxed_slice(),
+            sum: 0.0,
+            count: 0,
+        }
     }
 
     fn observe(&mut self, bounds: &[f64], seconds: f64) {
@@ -122,11 +130,20 @@ impl Aggregator {
             return Applied::InProgress;
         }
         let finished = run.finished_at.map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
-        if !self.outcomes.remember(OutcomeKey { run: update.run_key, finished }, now_nanos) {
+        if !self.outcomes.remember(
+            OutcomeKey {
+                run: update.run_key,
+                finished,
+            },
+            now_nanos,
+        ) {
             return Applied::Duplicate;
         }
         let duration_seconds = run_duration_seconds(run);
-        let event_nanos = run.finished_at.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(now_nanos);
+        let event_nanos = run
+            .finished_at
+            .and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(now_nanos);
         self.latest_outcome_nanos = Some(self.latest_outcome_nanos.map_or(event_nanos, |l| l.max(event_nanos)));
 
         let bounds = &self.settings.duration_buckets_seconds;
@@ -140,7 +157,10 @@ impl Aggregator {
         for window in &mut stats.failure_windows {
             window.record(event_nanos, failed);
         }
-        Applied::Outcome { status: run.status, duration_seconds }
+        Applied::Outcome {
+            status: run.status,
+            duration_seconds,
+        }
     }
 
     fn series_for(&mut self, update: &RunUpdate<'_>) -> usize {
@@ -159,7 +179,10 @@ impl Aggregator {
             Some(&at) => at,
             None => {
                 let bounds = self.settings.duration_buckets_seconds.len();
-                let outcome = OutcomeStats { runs: 0, duration: DurationHistogram::new(bounds) };
+                let outcome = OutcomeStats {
+                    runs: 0,
+                    duration: DurationHistogram::new(bounds),
+                };
                 self.series.push(WorkflowStats {
                     tenant: update.tenant,
                     workflow: name.clone(),
@@ -168,7 +191,8 @@ impl Aggregator {
                         .map(|(_, length)| FailureRatioWindow::new(*length))
                         .collect(),
                 });
-                self.series_by_label.insert((update.tenant, name), self.series.len() - 1);
+                self.series_by_label
+                    .insert((update.tenant, name), self.series.len() - 1);
                 self.series.len() - 1
             }
         };

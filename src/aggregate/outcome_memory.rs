@@ -87,17 +87,29 @@ mod tests {
     const SECOND: i64 = 1_000_000_000;
 
     fn key(run: u128, finished: i64) -> OutcomeKey {
-        OutcomeKey { run: RunKey(run), finished: Some((finished, 0)) }
+        OutcomeKey {
+            run: RunKey(run),
+            finished: Some((finished, 0)),
+        }
     }
 
     #[test]
     fn first_one_wins_and_new_finish_is_new() {
-        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits { max_entries: 10, max_age_nanos: 60 * SECOND });
+        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits {
+            max_entries: 10,
+            max_age_nanos: 60 * SECOND,
+        });
         assert!(memory.remember(key(1, 100), 0));
         assert!(!memory.remember(key(1, 100), SECOND));
         assert!(memory.remember(key(1, 200), 2 * SECOND));
-        assert!(!memory.remember(key(1, 100), 3 * SECOND), "a stale copy of the first finish");
-        let unfinished = OutcomeKey { run: RunKey(1), finished: None };
+        assert!(
+            !memory.remember(key(1, 100), 3 * SECOND),
+            "a stale copy of the first finish"
+        );
+        let unfinished = OutcomeKey {
+            run: RunKey(1),
+            finished: None,
+        };
         assert!(memory.remember(unfinished, 4 * SECOND));
         assert!(!memory.remember(unfinished, 5 * SECOND));
         assert_eq!(memory.len(), 3);
@@ -105,7 +117,10 @@ mod tests {
 
     #[test]
     fn the_cap_forgets_the_oldest() {
-        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits { max_entries: 3, max_age_nanos: i64::MAX });
+        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits {
+            max_entries: 3,
+            max_age_nanos: i64::MAX,
+        });
         for run in 0..5 {
             assert!(memory.remember(key(run, 1), run as i64));
         }
@@ -117,10 +132,16 @@ mod tests {
 
     #[test]
     fn age_forgets() {
-        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits { max_entries: 100, max_age_nanos: 10 * SECOND });
+        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits {
+            max_entries: 100,
+            max_age_nanos: 10 * SECOND,
+        });
         assert!(memory.remember(key(1, 1), 0));
         assert!(memory.remember(key(2, 1), 5 * SECOND));
-        assert!(!memory.remember(key(1, 1), 10 * SECOND), "exactly max_age old is still remembered");
+        assert!(
+            !memory.remember(key(1, 1), 10 * SECOND),
+            "exactly max_age old is still remembered"
+        );
         assert!(memory.remember(key(1, 1), 10 * SECOND + 1));
         assert_eq!(memory.forgotten_by_age, 1);
         assert_eq!(memory.len(), 2);

@@ -13,7 +13,10 @@ fn settings() -> AggregateSettings {
         duration_buckets_seconds: vec![0.1, 1.0, 10.0],
         failure_ratio_windows: vec![("5m".into(), 300 * S), ("1h".into(), 3600 * S)],
         workflow_names: HashMap::new(),
-        outcome_memory: OutcomeMemoryLimits { max_entries: 1000, max_age_nanos: 3600 * S },
+        outcome_memory: OutcomeMemoryLimits {
+            max_entries: 1000,
+            max_age_nanos: 3600 * S,
+        },
     }
 }
 
@@ -41,21 +44,42 @@ fn finished(run: &str, wf: &str, status: &str, start: &str, end: &str) -> Value 
 }
 
 fn stats<'a>(agg: &'a Aggregator, workflow: &str) -> &'a WorkflowStats {
-    agg.series().iter().find(|s| s.workflow == workflow).expect("series exists")
+    agg.series()
+        .iter()
+        .find(|s| s.workflow == workflow)
+        .expect("series exists")
 }
 
 #[test]
 fn redeliveries_count_once_and_replays_count_again() {
     let mut agg = Aggregator::new(settings());
     let first = finished("r1", WF_A, "FAILED", "2026-08-22T14:00:01Z", "2026-08-22T14:00:03Z");
-    let replayed = finished("r1", WF_A, "COMPLETED", "2026-08-22T15:00:01Z", "2026-08-22T15:00:02.5Z");
-    assert!(matches!(agg.apply(&update(&first), 0), Applied::Outcome { status: V1TaskStatus::Failed, .. }));
+    let replayed = finished(
+        "r1",
+        WF_A,
+        "COMPLETED",
+        "2026-08-22T15:00:01Z",
+        "2026-08-22T15:00:02.5Z",
+    );
+    assert!(matches!(
+        agg.apply(&update(&first), 0),
+        Applied::Outcome {
+            status: V1TaskStatus::Failed,
+            ..
+        }
+    ));
     assert_eq!(agg.apply(&update(&first), S), Applied::Duplicate);
     // The replay reopens the run, then finishes it again.
-    assert_eq!(agg.apply(&update(&doc("r1", WF_A, "QUEUED", json!({}))), 2 * S), Applied::InProgress);
+    assert_eq!(
+        agg.apply(&update(&doc("r1", WF_A, "QUEUED", json!({}))), 2 * S),
+        Applied::InProgress
+    );
     assert_eq!(
         agg.apply(&update(&replayed), 3 * S),
-        Applied::Outcome { status: V1TaskStatus::Completed, duration_seconds: Some(1.5) }
+        Applied::Outcome {
+            status: V1TaskStatus::Completed,
+            duration_seconds: Some(1.5)
+        }
     );
     // A stale copy of the first finish, delivered late, is still the same outcome.
     assert_eq!(agg.apply(&update(&first), 4 * S), Applied::Duplicate);
@@ -69,8 +93,20 @@ fn redeliveries_count_once_and_replays_count_again() {
 #[test]
 fn the_same_instant_in_another_offset_is_the_same_outcome() {
     let mut agg = Aggregator::new(settings());
-    let utc = finished("r1", WF_A, "COMPLETED", "2026-08-22T14:00:01Z", "2026-08-22T14:00:03.25Z");
-    let local = finished("r1", WF_A, "COMPLETED", "2026-08-22T09:00:01-05:00", "2026-08-22T09:00:03.250-05:00");
+    let utc = finished(
+        "r1",
+        WF_A,
+        "COMPLETED",
+        "2026-08-22T14:00:01Z",
+        "2026-08-22T14:00:03.25Z",
+    );
+    let local = finished(
+        "r1",
+        WF_A,
+        "COMPLETED",
+        "2026-08-22T09:00:01-05:00",
+        "2026-08-22T09:00:03.250-05:00",
+    );
     assert!(matches!(agg.apply(&update(&utc), 0), Applied::Outcome { .. }));
     assert_eq!(agg.apply(&update(&local), 0), Applied::Duplicate);
 }
@@ -81,7 +117,10 @@ fn terminal_without_finished_at_counts_once() {
     let cancelled = doc("r9", WF_A, "CANCELLED", json!({"duration": 9223372036854_i64}));
     assert_eq!(
         agg.apply(&update(&cancelled), 0),
-        Applied::Outcome { status: V1TaskStatus::Cancelled, duration_seconds: None }
+        Applied::Outcome {
+            status: V1TaskStatus::Cancelled,
+            duration_seconds: None
+        }
     );
     assert_eq!(agg.apply(&update(&cancelled), 0), Applied::Duplicate);
     let s = stats(&agg, "DAGWorkflow");
@@ -103,13 +142,28 @@ fn a_dag_with_finished_at_but_still_running_counts_nothing() {
 fn durations_and_their_traps() {
     let run = |fields: Value| run_duration_seconds(&update(&doc("r", WF_A, "COMPLETED", fields)).run);
     let both = json!({"startedAt": "2026-08-22T14:03:11.690241Z", "finishedAt": "2026-08-22T14:03:14.127006Z", "duration": 2436});
-    assert!((run(both).unwrap() - 2.436765).abs() < 1e-9, "full sub-millisecond precision");
+    assert!(
+        (run(both).unwrap() - 2.436765).abs() < 1e-9,
+        "full sub-millisecond precision"
+    );
     let offsets = json!({"startedAt": "2026-08-22T09:00:00-05:00", "finishedAt": "2026-08-22T14:00:00.000000001Z"});
     assert!((run(offsets).unwrap() - 1e-9).abs() < 1e-12);
-    assert_eq!(run(json!({"startedAt": "2026-08-22T14:00:05Z", "finishedAt": "2026-08-22T14:00:01Z", "duration": 5})), None);
-    assert_eq!(run(json!({"finishedAt": "2026-08-22T14:00:05Z", "duration": 9223372036854_i64})), None);
-    assert_eq!(run(json!({"startedAt": "2026-08-22T14:00:05Z", "duration": -9223372036854_i64})), None);
-    assert_eq!(run(json!({"finishedAt": "2026-08-22T14:00:05Z", "duration": 2436})), Some(2.436));
+    assert_eq!(
+        run(json!({"startedAt": "2026-08-22T14:00:05Z", "finishedAt": "2026-08-22T14:00:01Z", "duration": 5})),
+        None
+    );
+    assert_eq!(
+        run(json!({"finishedAt": "2026-08-22T14:00:05Z", "duration": 9223372036854_i64})),
+        None
+    );
+    assert_eq!(
+        run(json!({"startedAt": "2026-08-22T14:00:05Z", "duration": -9223372036854_i64})),
+        None
+    );
+    assert_eq!(
+        run(json!({"finishedAt": "2026-08-22T14:00:05Z", "duration": 2436})),
+        Some(2.436)
+    );
     assert_eq!(run(json!({"duration": 31_536_000_000_i64})), Some(31_536_000.0));
     assert_eq!(run(json!({"duration": 31_536_000_001_i64})), None);
     assert_eq!(run(json!({"duration": 0})), Some(0.0));
@@ -131,24 +185,45 @@ fn histogram_buckets_are_upper_inclusive() {
 
 #[test]
 fn workflow_labels() {
-    assert_eq!(workflow_name_from_display_name("DAGWorkflow-1787407391482"), Some("DAGWorkflow"));
-    assert_eq!(workflow_name_from_display_name("send-welcome-email-1787407802117"), Some("send-welcome-email"));
+    assert_eq!(
+        workflow_name_from_display_name("DAGWorkflow-1787407391482"),
+        Some("DAGWorkflow")
+    );
+    assert_eq!(
+        workflow_name_from_display_name("send-welcome-email-1787407802117"),
+        Some("send-welcome-email")
+    );
     assert_eq!(workflow_name_from_display_name("no-suffix"), Some("no-suffix"));
     assert_eq!(workflow_name_from_display_name("trailing-"), Some("trailing-"));
     assert_eq!(workflow_name_from_display_name("-1787407802117"), None);
     assert_eq!(workflow_name_from_display_name(""), None);
 
     let mut settings = settings();
-    settings.workflow_names.insert(Uuid128::parse(WF_B).unwrap(), "billing".into());
+    settings
+        .workflow_names
+        .insert(Uuid128::parse(WF_B).unwrap(), "billing".into());
     let mut agg = Aggregator::new(settings);
     agg.apply(&update(&doc("r1", WF_B, "RUNNING", json!({}))), 0);
     let unnamed = "9d2e4f6a-1b3c-4d5e-9f70-8a9b0c1d2e3f";
-    agg.apply(&update(&doc("r2", unnamed, "RUNNING", json!({"displayName": "-1787407802117"}))), 0);
-    agg.apply(&update(&doc("r3", WF_A, "RUNNING", json!({"displayName": "first-1"}))), 0);
-    agg.apply(&update(&doc("r4", WF_A, "RUNNING", json!({"displayName": "renamed-2"}))), 0);
+    agg.apply(
+        &update(&doc("r2", unnamed, "RUNNING", json!({"displayName": "-1787407802117"}))),
+        0,
+    );
+    agg.apply(
+        &update(&doc("r3", WF_A, "RUNNING", json!({"displayName": "first-1"}))),
+        0,
+    );
+    agg.apply(
+        &update(&doc("r4", WF_A, "RUNNING", json!({"displayName": "renamed-2"}))),
+        0,
+    );
     let mut names: Vec<_> = agg.series().iter().map(|s| s.workflow.as_str()).collect();
     names.sort();
-    assert_eq!(names, ["9d2e4f6a-1b3c-4d5e-9f70-8a9b0c1d2e3f", "billing", "first"], "fixed at first sight");
+    assert_eq!(
+        names,
+        ["9d2e4f6a-1b3c-4d5e-9f70-8a9b0c1d2e3f", "billing", "first"],
+        "fixed at first sight"
+    );
 }
 
 #[test]
@@ -163,18 +238,31 @@ fn two_workflow_ids_with_one_name_share_a_series() {
 #[test]
 fn failure_ratio_by_finished_at_or_processing_time() {
     let mut agg = Aggregator::new(settings());
-    let base = chrono::DateTime::parse_from_rfc3339("2026-08-22T14:00:00Z").unwrap().timestamp() * S;
+    let base = chrono::DateTime::parse_from_rfc3339("2026-08-22T14:00:00Z")
+        .unwrap()
+        .timestamp()
+        * S;
     for i in 0..4 {
         let status = if i == 0 { "FAILED" } else { "COMPLETED" };
         let end = format!("2026-08-22T14:0{i}:00Z");
-        agg.apply(&update(&finished(&format!("r{i}"), WF_A, status, "2026-08-22T13:59:00Z", &end)), 0);
+        agg.apply(
+            &update(&finished(&format!("r{i}"), WF_A, status, "2026-08-22T13:59:00Z", &end)),
+            0,
+        );
     }
-    assert_eq!(stats(&agg, "DAGWorkflow").failure_windows[0].counts(base + 4 * 60 * S), (1, 4));
+    assert_eq!(
+        stats(&agg, "DAGWorkflow").failure_windows[0].counts(base + 4 * 60 * S),
+        (1, 4)
+    );
     assert_eq!(agg.latest_outcome_nanos(), Some(base + 3 * 60 * S));
     // No finishedAt: placed at the processing time.
     agg.apply(&update(&doc("late", WF_A, "FAILED", json!({}))), base + 3600 * S);
     assert_eq!(agg.latest_outcome_nanos(), Some(base + 3600 * S));
     let s = stats(&agg, "DAGWorkflow");
     assert_eq!(s.failure_windows[0].counts(base + 3600 * S), (1, 1));
-    assert_eq!(s.failure_windows[1].counts(base + 3600 * S), (1, 4), "14:00 fell out of the 1h window");
+    assert_eq!(
+        s.failure_windows[1].counts(base + 3600 * S),
+        (1, 4),
+        "14:00 fell out of the 1h window"
+    );
 }

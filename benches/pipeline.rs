@@ -1,0 +1,102 @@
+//! Decode + aggregate per message, against plain `serde_json` parsing of the same bytes.
+//!
+//! `cargo bench --bench pipeline` prints time per message and messages per second (criterion's
+//! "thrpt") for ~400-byte and ~4 KB updates. The baseline `serde_json_ignored_any` parses the same
+//! bytes into `IgnoredAny`: the floor any JSON consumer pays.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use hatchet_run_metrics::aggregate::outcome_memory::OutcomeMemoryLimits;
+use hatchet_run_metrics::aggregate::{AggregateSettings, Aggregator};
+use hatchet_run_metrics::config::DEFAULT_DURATION_BUCKETS;
+use hatchet_run_metrics::decode::decode;
+use serde_json::json;
+use std::collections::HashMap;
+use std::hint::black_box;
+
+const STATUSES: [&str; 5] = ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "COMPLETED"];
+
+/// `n` distinct updates of 50 workflows; `input_bytes` of opaque input each.
+fn messages(n: usize, input_bytes: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let status = STATUSES[i % STATUSES.len()];
+            let workflow = format!("0b7e2d3c-4f1a-4c55-8d2e-{:012x}", i % 50);
+            let run = format!("5f0a9c6e-2a51-4b8e-9a57-{:012x}", i);
+            let (started, finished, duration) = match status {
+                "QUEUED" => ("0001-01-01T00:00:00Z".to_string(), "0001-01-01T00:00:00Z".to_string(), 0),
+                "RUNNING" => ("2026-08-22T14:03:11.690241Z".into(), "0001-01-01T00:00:00Z".into(), -9223372036854_i64),
+                _ => ("2026-08-22T14:03:11.690241Z".into(), format!("2026-08-22T14:{:02}:14.127006Z", 3 + i % 50), 2436),
+            };
+            let input = if input_bytes == 0 {
+                json!({})
+            } else {
+                let items: Vec<_> = (0..input_bytes / 64)
+                    .map(|k| json!({"id": k, "name": format!("item-{k:05}"), "tags": ["a", "b"], "ok": k % 2 == 0}))
+                    .collect();
+                json!({"user_id": 42, "items": items})
+            };
+            serde_json::to_vec(&json!({
+                "metadata": {"id": run, "createdAt": "2026-08-22T14:03:11.482913Z", "updatedAt": "2026-08-22T14:03:11.482913Z"},
+                "status": status, "tenantId": "707d0855-80ab-4e1f-a156-f1c4546cbf52", "workflowId": workflow,
+                "displayName": format!("workflow-{}-1787407391482", i % 50), "startedAt": started, "finishedAt": finished,
+                "createdAt": "2026-08-22T14:03:11.501377Z", "duration": duration, "input": input, "output": {},
+                "additionalMetadata": {}, "errorMessage": "",
+                "workflowVersionId": "c4d1e8f2-93b0-4a6e-b1d7-2f5e8a0c9d13",
+            }))
+            .unwrap()
+        })
+        .collect()
+}
+
+fn aggregator() -> Aggregator {
+    Aggregator::new(AggregateSettings {
+        duration_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
+        failure_ratio_windows: vec![("5m".into(), 300_000_000_000), ("1h".into(), 3_600_000_000_000)],
+        workflow_names: HashMap::new(),
+        outcome_memory: OutcomeMemoryLimits {
+            max_entries: 1_000_000,
+            max_age_nanos: 6 * 3_600_000_000_000,
+        },
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, input_bytes) in [("small", 0), ("large", 3400)] {
+        let batch = messages(10_000, input_bytes);
+        let mean = batch.iter().map(Vec::len).sum::<usize>() / batch.len();
+        let mut group = c.benchmark_group(format!("{name}_{mean}B"));
+        group.throughput(Throughput::Elements(batch.len() as u64));
+        group.bench_function("serde_json_ignored_any", |b| {
+            b.iter(|| {
+                for m in &batch {
+                    black_box(serde_json::from_slice::<serde::de::IgnoredAny>(m).unwrap());
+                }
+            })
+        });
+        group.bench_function("decode", |b| {
+            b.iter(|| {
+                for m in &batch {
+                    black_box(decode(Some(m), 1 << 24).unwrap());
+                }
+            })
+        });
+        // A fresh aggregator per batch, so every terminal update is a new outcome as in steady state.
+        group.bench_function("decode_and_aggregate", |b| {
+            b.iter_batched(
+                aggregator,
+                |mut agg| {
+                    for (i, m) in batch.iter().enumerate() {
+                        let update = decode(Some(m), 1 << 24).unwrap();
+                        black_box(agg.apply(&update, 1_787_407_391_000_000_000 + i as i64));
+                    }
+                    agg
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

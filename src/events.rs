@@ -1,0 +1,368 @@
+//! Every observable event of the service itself, in one place: each logs through `tracing` and
+//! bumps its self-metric in the same `emit`, so logs and metrics never disagree.
+//!
+//! The self-metrics live in a `prometheus::Registry` owned by [`Telemetry`]; the workflow metrics
+//! are rendered by `exporter` from the aggregation and appended to them on scrape.
+
+use crate::decode::{DecodeError, RejectReason};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where a message came from, for logs: Kafka coordinates, or a line of a replayed file.
+#[derive(Debug, Clone, Copy)]
+pub enum MessageOrigin<'a> {
+    Kafka {
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+    },
+    File {
+        path: &'a str,
+        line: u64,
+    },
+}
+
+impl fmt::Display for MessageOrigin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            MessageOrigin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                write!(f, "topic={topic} partition={partition} offset={offset}")
+            }
+            MessageOrigin::File { path, line } => write!(f, "file={path} line={line}"),
+        }
+    }
+}
+
+/// The service's own metrics, registered once.
+pub struct Telemetry {
+    pub registry: Registry,
+    consumed: IntCounterVec,
+    rejected: IntCounterVec,
+    duplicates: IntCounter,
+    last_message: Gauge,
+    lag: IntGaugeVec,
+    commits: IntCounterVec,
+    rebalances: IntCounterVec,
+    assigned_partitions: IntGauge,
+    kafka_errors: IntCounterVec,
+    rejected_log: LogRateLimit,
+}
+
+impl Telemetry {
+    /// `rejected_per_second` limits the "rejected message" warnings (config `log.rejected_messages_per_second`).
+    pub fn new(rejected_per_second: u32) -> Telemetry {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(metric.clone())).expect("registered once");
+            metric
+        };
+        let consumed = counter_vec(
+            "hatchet_run_metrics_messages_consumed_total",
+            "Messages read from Kafka (or a replayed file), accepted or not.",
+            &["topic", "partition"],
+        );
+        let rejected = counter_vec(
+            "hatchet_run_metrics_rejected_messages_total",
+            "Messages that were not a valid V1WorkflowRun, by reason; their offsets are committed all the same.",
+            &["reason"],
+        );
+        for reason in RejectReason::ALL {
+            rejected.with_label_values(&[reason.as_str()]);
+        }
+        let commits = counter_vec(
+            "hatchet_run_metrics_offset_commits_total",
+            "Offset commits by result (ok, failed); a failed commit is retried by the next one.",
+            &["result"],
+        );
+        for result in ["ok", "failed"] {
+            commits.with_label_values(&[result]);
+        }
+        let rebalances = counter_vec(
+            "hatchet_run_metrics_rebalances_total",
+            "Consumer-group rebalances seen by this member, by kind (assign, revoke, error).",
+            &["kind"],
+        );
+        let kafka_errors = counter_vec(
+            "hatchet_run_metrics_kafka_errors_total",
+            "Errors reported by the Kafka client (broker down, transport...), by librdkafka error code.",
+            &["code"],
+        );
+        let duplicates = IntCounter::new(
+            "hatchet_run_metrics_duplicate_outcomes_total",
+            "Terminal updates ignored because the same outcome (run id and finishedAt) was already counted.",
+        )
+        .expect("static metric definition");
+        let last_message = Gauge::new(
+            "hatchet_run_metrics_last_message_timestamp_seconds",
+            "Unix time at which the last message was processed.",
+        )
+        .expect("static metric definition");
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "hatchet_run_metrics_consumer_lag_messages",
+                "Messages behind the partition's high watermark, as last reported by librdkafka's statistics.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("static metric definition");
+        let assigned_partitions = IntGauge::new(
+            "hatchet_run_metrics_assigned_partitions",
+            "Partitions currently assigned to this consumer-group member.",
+        )
+        .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new("hatchet_run_metrics_build_info", "Always 1; labels describe the build."),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for metric in [
+            Box::new(duplicates.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(last_message.clone()),
+            Box::new(lag.clone()),
+            Box::new(assigned_partitions.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(metric).expect("registered once");
+        }
+        Telemetry {
+            registry,
+            consumed,
+            rejected,
+            duplicates,
+            last_message,
+            lag,
+            commits,
+            rebalances,
+            assigned_partitions,
+            kafka_errors,
+            rejected_log: LogRateLimit::new(rejected_per_second),
+        }
+    }
+
+    /// The per-partition consumed counter, looked up once per partition by the source, not per message.
+    pub fn consumed_counter(&self, topic: &str, partition: i32) -> IntCounter {
+        self.consumed.with_label_values(&[topic, &partition.to_string()])
+    }
+}
+
+/// A message was read and processed (accepted or rejected). `counter` comes from
+/// [`Telemetry::consumed_counter`].
+pub struct MessageProcessed<'a> {
+    pub counter: &'a IntCounter,
+}
+
+impl MessageProcessed<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        self.counter.inc();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        telemetry.last_message.set(now);
+    }
+}
+
+/// A message was not a valid `V1WorkflowRun`. Counted always, logged at most
+/// `log.rejected_messages_per_second` times a second.
+pub struct MessageRejected<'a> {
+    pub origin: &'a MessageOrigin<'a>,
+    pub error: &'a DecodeError,
+}
+
+impl MessageRejected<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry
+            .rejected
+            .with_label_values(&[self.error.reason.as_str()])
+            .inc();
+        if let Some(suppressed) = telemetry.rejected_log.admit() {
+            tracing::warn!(
+                origin = %self.origin,
+                reason = self.error.reason.as_str(),
+                detail = %self.error.detail,
+                suppressed_since_last_warning = suppressed,
+                "rejected message"
+            );
+        }
+    }
+}
+
+/// A terminal update whose outcome was already counted.
+pub struct DuplicateOutcome<'a> {
+    pub origin: &'a MessageOrigin<'a>,
+    pub run_id: &'a str,
+}
+
+impl DuplicateOutcome<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.duplicates.inc();
+        tracing::debug!(origin = %self.origin, run_id = self.run_id, "outcome already counted");
+    }
+}
+
+/// The result of one offset commit (interval, revoke or shutdown).
+pub struct OffsetsCommitted<'a> {
+    pub result: Result<(), &'a dyn fmt::Display>,
+}
+
+impl OffsetsCommitted<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        match self.result {
+            Ok(()) => {
+                telemetry.commits.with_label_values(&["ok"]).inc();
+                tracing::trace!("offsets committed");
+            }
+            Err(error) => {
+                telemetry.commits.with_label_values(&["failed"]).inc();
+                tracing::warn!(%error, "offset commit failed; the next commit retries");
+            }
+        }
+    }
+}
+
+/// Storing a processed message's offset failed (its partition was revoked meanwhile, typically):
+/// the new owner will process it again.
+pub struct OffsetStoreFailed<'a> {
+    pub origin: &'a MessageOrigin<'a>,
+    pub error: &'a dyn fmt::Display,
+}
+
+impl OffsetStoreFailed<'_> {
+    pub fn emit(self, _telemetry: &Telemetry) {
+        tracing::warn!(origin = %self.origin, error = %self.error, "could not store the offset of a processed message");
+    }
+}
+
+/// Partitions were assigned to or revoked from this member.
+pub struct Rebalanced<'a> {
+    pub kind: &'static str,
+    pub partitions: &'a [(String, i32)],
+    pub now_assigned: usize,
+}
+
+impl Rebalanced<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.rebalances.with_label_values(&[self.kind]).inc();
+        telemetry.assigned_partitions.set(self.now_assigned as i64);
+        let list: Vec<String> = self.partitions.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
+        tracing::info!(kind = self.kind, partitions = %list.join(","), assigned = self.now_assigned, "rebalance");
+        if self.kind == "revoke" {
+            for (topic, partition) in self.partitions {
+                let _ = telemetry.lag.remove_label_values(&[topic, &partition.to_string()]);
+            }
+        }
+    }
+}
+
+/// librdkafka's periodic statistics: consumer lag per assigned partition.
+pub struct LagReported {
+    pub partitions: Vec<(String, i32, i64)>,
+}
+
+impl LagReported {
+    pub fn emit(self, telemetry: &Telemetry) {
+        for (topic, partition, lag) in &self.partitions {
+            telemetry
+                .lag
+                .with_label_values(&[topic, &partition.to_string()])
+                .set(*lag);
+        }
+        tracing::trace!(partitions = self.partitions.len(), "consumer lag reported");
+    }
+}
+
+/// An error the Kafka client reported (it keeps retrying by itself).
+pub struct KafkaClientError<'a> {
+    pub code: &'a str,
+    pub reason: &'a str,
+}
+
+impl KafkaClientError<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.kafka_errors.with_label_values(&[self.code]).inc();
+        tracing::warn!(code = self.code, reason = self.reason, "kafka client error");
+    }
+}
+
+/// At most `per_second` admissions per wall-clock second; counts the refused ones.
+struct LogRateLimit {
+    per_second: u32,
+    /// (the second, admitted in it, refused since the last admission)
+    state: Mutex<(u64, u32, u64)>,
+}
+
+impl LogRateLimit {
+    fn new(per_second: u32) -> LogRateLimit {
+        LogRateLimit {
+            per_second,
+            state: Mutex::new((0, 0, 0)),
+        }
+    }
+
+    /// `Some(refused since the last admission)` when this one may be logged.
+    fn admit(&self) -> Option<u64> {
+        let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (at, admitted, refused) = &mut *state;
+        if *at != second {
+            *at = second;
+            *admitted = 0;
+        }
+        if *admitted < self.per_second {
+            *admitted += 1;
+            Some(std::mem::take(refused))
+        } else {
+            *refused += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_admits_then_counts_refusals() {
+        let limit = LogRateLimit::new(3);
+        let admitted: Vec<_> = (0..10).map(|_| limit.admit()).collect();
+        // Ten calls within one second (or straddling two): at most 3 admitted per second.
+        let count = admitted.iter().filter(|a| a.is_some()).count();
+        assert!((3..=6).contains(&count), "{admitted:?}");
+        assert_eq!(admitted[0], Some(0));
+    }
+
+    #[test]
+    fn rejections_are_counted_by_reason() {
+        let telemetry = Telemetry::new(0);
+        let origin = MessageOrigin::Kafka {
+            topic: "t",
+            partition: 3,
+            offset: 42,
+        };
+        let error = DecodeError {
+            reason: RejectReason::UnknownStatus,
+            detail: "PAUSED".into(),
+        };
+        MessageRejected {
+            origin: &origin,
+            error: &error,
+        }
+        .emit(&telemetry);
+        MessageRejected {
+            origin: &origin,
+            error: &error,
+        }
+        .emit(&telemetry);
+        assert_eq!(telemetry.rejected.with_label_values(&["unknown_status"]).get(), 2);
+        assert_eq!(telemetry.rejected.with_label_values(&["invalid_json"]).get(), 0);
+        assert_eq!(origin.to_string(), "topic=t partition=3 offset=42");
+    }
+}

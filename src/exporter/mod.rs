@@ -1,0 +1,240 @@
+//! The Prometheus exposition: the workflow metrics rendered from the aggregation, followed by the
+//! service's own metrics from its registry.
+//!
+//! A scrape copies what it needs under the aggregation's lock ([`Snapshot::take`]) and formats
+//! outside it, so consumption is held up only for the copy.
+
+pub mod http;
+
+use crate::aggregate::{Aggregator, OUTCOME_STATUSES};
+use crate::decode::Uuid128;
+use crate::events::Telemetry;
+use crate::pipeline::Pipeline;
+use prometheus::{Encoder, TextEncoder};
+use std::fmt::Write;
+
+/// Where the failure-ratio windows end.
+#[derive(Debug, Clone, Copy)]
+pub enum WindowEnd {
+    /// At this wall-clock time (unix nanoseconds): the service.
+    At(i64),
+    /// At the latest counted outcome's `finishedAt`: replaying a file.
+    LatestOutcome,
+}
+
+struct SeriesSnapshot {
+    tenant: String,
+    workflow: String,
+    /// Per outcome status: runs, then histogram bucket counts (not cumulative), sum and count.
+    outcomes: [(u64, Box<[u64]>, f64, u64); 3],
+    /// Per configured window: the failure ratio, `None` when the window is empty.
+    ratios: Vec<Option<f64>>,
+}
+
+/// What one scrape shows, copied out of the aggregation.
+pub struct Snapshot {
+    bounds: Vec<f64>,
+    windows: Vec<String>,
+    series: Vec<SeriesSnapshot>,
+    remembered: usize,
+    forgotten_at_cap: u64,
+    forgotten_by_age: u64,
+}
+
+impl Snapshot {
+    pub fn take(aggregator: &Aggregator, end: WindowEnd) -> Snapshot {
+        let settings = aggregator.settings();
+        let end_nanos = match end {
+            WindowEnd::At(nanos) => Some(nanos),
+            WindowEnd::LatestOutcome => aggregator.latest_outcome_nanos(),
+        };
+        let mut series: Vec<SeriesSnapshot> = (aggregator.series().iter())
+            .map(|s| SeriesSnapshot {
+                tenant: format_uuid(s.tenant),
+                workflow: s.workflow.clone(),
+                outcomes: s
+                    .outcomes
+                    .clone()
+                    .map(|o| (o.runs, o.duration.bucket_counts, o.duration.sum, o.duration.count)),
+                ratios: (s.failure_windows.iter())
+                    .map(|w| end_nanos.and_then(|end| w.ratio(end)))
+                    .collect(),
+            })
+            .collect();
+        series.sort_by(|a, b| (&a.tenant, &a.workflow).cmp(&(&b.tenant, &b.workflow)));
+        let memory = aggregator.outcome_memory();
+        Snapshot {
+            bounds: settings.duration_buckets_seconds.clone(),
+            windows: settings
+                .failure_ratio_windows
+                .iter()
+                .map(|(label, _)| label.clone())
+                .collect(),
+            series,
+            remembered: memory.len(),
+            forgotten_at_cap: memory.forgotten_at_cap,
+            forgotten_by_age: memory.forgotten_by_age,
+        }
+    }
+
+    /// The workflow metrics in the Prometheus text format (version 0.0.4).
+    pub fn render(&self, out: &mut String) {
+        header(out, "hatchet_workflow_runs_total", "counter", "Workflow runs that reached an outcome (COMPLETED, FAILED, CANCELLED); a replayed run that finishes again counts again.");
+        for s in &self.series {
+            for (status, outcome) in OUTCOME_STATUSES.iter().zip(&s.outcomes) {
+                sample(
+                    out,
+                    "hatchet_workflow_runs_total",
+                    &labels(s, Some(status.as_str()), None),
+                    outcome.0 as f64,
+                );
+            }
+        }
+        header(out, "hatchet_workflow_run_duration_seconds", "histogram", "Duration of workflow runs from startedAt to finishedAt, by outcome; runs without a trustworthy duration are counted in hatchet_workflow_runs_total only.");
+        for s in &self.series {
+            for (status, (_, buckets, sum, count)) in OUTCOME_STATUSES.iter().zip(&s.outcomes) {
+                let base = labels(s, Some(status.as_str()), None);
+                let mut cumulative = 0;
+                for (i, n) in buckets.iter().enumerate() {
+                    cumulative += n;
+                    let le = self
+                        .bounds
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
+                    let with_le = format!("{base},le=\"{le}\"");
+                    sample(
+                        out,
+                        "hatchet_workflow_run_duration_seconds_bucket",
+                        &with_le,
+                        cumulative as f64,
+                    );
+                }
+                sample(out, "hatchet_workflow_run_duration_seconds_sum", &base, *sum);
+                sample(out, "hatchet_workflow_run_duration_seconds_count", &base, *count as f64);
+            }
+        }
+        header(out, "hatchet_workflow_failure_ratio", "gauge", "FAILED outcomes over all outcomes whose finishedAt lies in the window; absent while the window holds no outcome.");
+        for s in &self.series {
+            for (window, ratio) in self.windows.iter().zip(&s.ratios) {
+                if let Some(ratio) = ratio {
+                    sample(
+                        out,
+                        "hatchet_workflow_failure_ratio",
+                        &labels(s, None, Some(window)),
+                        *ratio,
+                    );
+                }
+            }
+        }
+        header(
+            out,
+            "hatchet_run_metrics_outcomes_remembered",
+            "gauge",
+            "Counted outcomes remembered to recognise redeliveries (config outcomes.max_remembered caps it).",
+        );
+        sample(
+            out,
+            "hatchet_run_metrics_outcomes_remembered",
+            "",
+            self.remembered as f64,
+        );
+        header(out, "hatchet_run_metrics_outcomes_forgotten_total", "counter", "Remembered outcomes forgotten, by why: age (outcomes.max_age) or cap (outcomes.max_remembered; a redelivery after that counts again).");
+        sample(
+            out,
+            "hatchet_run_metrics_outcomes_forgotten_total",
+            "why=\"age\"",
+            self.forgotten_by_age as f64,
+        );
+        sample(
+            out,
+            "hatchet_run_metrics_outcomes_forgotten_total",
+            "why=\"cap\"",
+            self.forgotten_at_cap as f64,
+        );
+    }
+}
+
+/// The whole exposition: workflow metrics, then the service's own.
+pub fn exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
+    let snapshot = Snapshot::take(&pipeline.aggregator(), end);
+    let mut out = String::with_capacity(64 * 1024);
+    snapshot.render(&mut out);
+    append_registry(&mut out, pipeline.telemetry());
+    out
+}
+
+fn append_registry(out: &mut String, telemetry: &Telemetry) {
+    let mut buffer = Vec::new();
+    if let Err(error) = TextEncoder::new().encode(&telemetry.registry.gather(), &mut buffer) {
+        tracing::error!(%error, "could not encode the service's own metrics");
+    }
+    out.push_str(&String::from_utf8_lossy(&buffer));
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn labels(s: &SeriesSnapshot, status: Option<&str>, window: Option<&str>) -> String {
+    let mut text = format!(
+        "tenant_id=\"{}\",workflow=\"{}\"",
+        escape_label(&s.tenant),
+        escape_label(&s.workflow)
+    );
+    if let Some(status) = status {
+        let _ = write!(text, ",status=\"{status}\"");
+    }
+    if let Some(window) = window {
+        let _ = write!(text, ",window=\"{}\"", escape_label(window));
+    }
+    text
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: f64) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {}", format_float(value));
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {}", format_float(value));
+    }
+}
+
+/// Label values escape backslash, double quote and line feed; everything else (any UTF-8) is kept.
+pub fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A tenant id as a label: the canonical lower-case UUID, whatever case the producer used.
+pub fn format_uuid(id: Uuid128) -> String {
+    let hex = format!("{:032x}", id.0);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+//! One message through the stages: decode -> aggregate -> self-metrics. The Kafka source and the
+//! file replay both call [`Pipeline::process`], so a replayed file is counted exactly as Kafka is.
+
+use crate::aggregate::{Aggregator, Applied};
+use crate::decode::{decode, RejectReason};
+use crate::events::{DuplicateOutcome, MessageOrigin, MessageRejected, Telemetry};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Clone)]
+pub struct Pipeline {
+    aggregator: Arc<Mutex<Aggregator>>,
+    telemetry: Arc<Telemetry>,
+    max_message_bytes: usize,
+}
+
+impl Pipeline {
+    pub fn new(aggregator: Aggregator, telemetry: Arc<Telemetry>, max_message_bytes: usize) -> Pipeline {
+        Pipeline {
+            aggregator: Arc::new(Mutex::new(aggregator)),
+            telemetry,
+            max_message_bytes,
+        }
+    }
+
+    /// Processes one message. When this returns, the message's effect is in the metrics (or it was
+    /// rejected and counted), so its offset may be stored.
+    pub fn process(
+        &self,
+        payload: Option<&[u8]>,
+        origin: &MessageOrigin<'_>,
+        now_nanos: i64,
+    ) -> Result<Applied, RejectReason> {
+        let update = match decode(payload, self.max_message_bytes) {
+            Ok(update) => update,
+            Err(error) => {
+                MessageRejected { origin, error: &error }.emit(&self.telemetry);
+                return Err(error.reason);
+            }
+        };
+        let applied = self.aggregator().apply(&update, now_nanos);
+        if applied == Applied::Duplicate {
+            DuplicateOutcome {
+                origin,
+                run_id: &update.run.metadata.id,
+            }
+            .emit(&self.telemetry);
+        }
+        Ok(applied)
+    }
+
+    /// The aggregation, locked. Hold it briefly: consumption waits meanwhile.
+    pub fn aggregator(&self) -> MutexGuard<'_, Aggregator> {
+        // A panic while holding the lock cannot leave the statistics half-updated in a way that
+        // matters more than stopping the exporter would, so keep serving.
+        self.aggregator.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+}
+
+/// The wall clock as unix nanoseconds.
+pub fn now_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}

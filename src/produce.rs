@@ -1,0 +1,160 @@
+//! `produce`: sends updates to a topic, from a file (bytes unchanged) or simulated, for the demo,
+//! the tests and the benchmarks. Not part of the service's pipeline.
+
+use crate::synthetic::{SyntheticTraffic, TrafficProfile};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde::Deserialize;
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+/// Where and how fast to send.
+pub struct ProduceTarget<'a> {
+    pub brokers: &'a str,
+    pub topic: &'a str,
+    /// Extra librdkafka properties (SASL, TLS), from the config's `kafka.properties`.
+    pub properties: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProduceSummary {
+    pub messages: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+struct Sender {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
+    summary: ProduceSummary,
+    started: Instant,
+}
+
+impl Sender {
+    fn new(target: &ProduceTarget<'_>) -> Result<Sender, KafkaError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", target.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "200000");
+        for (key, value) in &target.properties {
+            config.set(key, value);
+        }
+        Ok(Sender {
+            producer: config.create()?,
+            topic: target.topic.to_string(),
+            summary: ProduceSummary::default(),
+            started: Instant::now(),
+        })
+    }
+
+    fn send(&mut self, key: Option<&str>, payload: &[u8]) -> Result<(), KafkaError> {
+        loop {
+            let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic).payload(payload);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            match self.producer.send(record) {
+                Ok(()) => break,
+                // The local queue is full: wait for deliveries to drain it.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+        self.summary.messages += 1;
+        self.summary.bytes += payload.len() as u64;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<ProduceSummary, KafkaError> {
+        self.producer.flush(Duration::from_secs(60))?;
+        Ok(ProduceSummary {
+            elapsed: self.started.elapsed(),
+            ..self.summary
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct RunId<'a> {
+    #[serde(borrow)]
+    metadata: Option<MetaId<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MetaId<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The message key of a line: its `metadata.id` when it has one, so one run's updates share a
+/// partition and stay in order.
+pub fn key_of(line: &[u8]) -> Option<String> {
+    let parsed: RunId<'_> = serde_json::from_slice(line).ok()?;
+    parsed.metadata?.id.map(|id| id.into_owned())
+}
+
+/// Sends each non-blank line of `reader` as one message, bytes unchanged (without the newline).
+pub fn produce_lines(target: &ProduceTarget<'_>, reader: impl BufRead) -> anyhow::Result<ProduceSummary> {
+    let mut sender = Sender::new(target)?;
+    for line in reader.split(b'\n') {
+        let mut line = line?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        sender.send(key_of(&line).as_deref(), &line)?;
+    }
+    Ok(sender.finish()?)
+}
+
+/// Sends simulated traffic: `count` messages (`None`: until `stop` says so), paced at the
+/// simulation's own clock when `live`, else as fast as the broker takes them.
+pub fn produce_synthetic(
+    target: &ProduceTarget<'_>,
+    profile: &TrafficProfile,
+    count: Option<u64>,
+    live: bool,
+    stop: &dyn Fn() -> bool,
+) -> anyhow::Result<ProduceSummary> {
+    let mut sender = Sender::new(target)?;
+    let start = chrono::Utc::now();
+    let wall = Instant::now();
+    for message in SyntheticTraffic::new(profile, start) {
+        if count.is_some_and(|n| sender.summary.messages >= n) || stop() {
+            break;
+        }
+        if live {
+            let due = (message.at - start).to_std().unwrap_or_default();
+            if let Some(wait) = due.checked_sub(wall.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        sender.send(message.key.as_deref(), &message.payload)?;
+    }
+    Ok(sender.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_of;
+
+    #[test]
+    fn keys_come_from_metadata_id() {
+        assert_eq!(
+            key_of(br#"{"metadata":{"id":"r-1"},"status":"QUEUED"}"#).as_deref(),
+            Some("r-1")
+        );
+        assert_eq!(key_of(br#"{"metadata":{"id":"caf\u00e9"}}"#).as_deref(), Some("café"));
+        assert_eq!(key_of(br#"{"status":"QUEUED"}"#), None);
+        assert_eq!(key_of(br#"{"metadata":{"id":5}}"#), None);
+        assert_eq!(key_of(b"not json"), None);
+        assert_eq!(key_of(b"[1]"), None);
+    }
+}

@@ -1,0 +1,208 @@
+//! The command line as a user runs it: `replay`, `check-config`, and `produce` + `run` agreeing
+//! with `replay` on the same file.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Output};
+
+fn binary(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hatchet-run-metrics"))
+        .args(args)
+        .env_remove("HATCHET_RUN_METRICS_CONFIG")
+        .env_remove("HATCHET_RUN_METRICS_BROKERS")
+        .output()
+        .expect("binary runs")
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(unique_name(name));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The five example documents, one per line, with blank lines, a redelivery and bad lines.
+fn example_lines() -> String {
+    let mut lines = Vec::new();
+    for name in [
+        "queued-dag-run",
+        "running-dag-run",
+        "completed-dag-run",
+        "failed-task-run",
+        "cancelled-while-queued-run",
+    ] {
+        let doc: serde_json::Value = serde_json::from_str(&read(format!("tests/data/examples/{name}.json"))).unwrap();
+        lines.push(serde_json::to_string(&doc).unwrap());
+        lines.push(String::new());
+    }
+    lines.push(lines[4].clone()); // the completed run, delivered again
+    lines.push("{\"truncated\": ".into());
+    lines.push("   ".into());
+    lines.push("[\"not\", \"an object\"]".into());
+    lines.push(lines[0].replace("\"QUEUED\"", "\"PAUSED\""));
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn replay_prints_the_exposition_and_survives_bad_lines() {
+    let file = temp_file("replay.ndjson", &example_lines());
+    let output = binary(&["replay", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let m = Metrics::parse(&String::from_utf8(output.stdout).unwrap());
+    let tenant = ("tenant_id", "707d0855-80ab-4e1f-a156-f1c4546cbf52");
+    let runs = |wf, status| {
+        m.get(
+            "hatchet_workflow_runs_total",
+            &[tenant, ("workflow", wf), ("status", status)],
+        )
+    };
+    assert_eq!(
+        runs("DAGWorkflow", "COMPLETED"),
+        Some(1.0),
+        "counted once despite the redelivery"
+    );
+    assert_eq!(runs("send-welcome-email", "FAILED"), Some(1.0));
+    assert_eq!(runs("nightly-report", "CANCELLED"), Some(1.0));
+    assert_eq!(runs("nightly-report", "COMPLETED"), Some(0.0));
+    let bucket = |wf, status, le| {
+        m.get(
+            "hatchet_workflow_run_duration_seconds_bucket",
+            &[("workflow", wf), ("status", status), ("le", le)],
+        )
+    };
+    // 14:03:14.127006 - 14:03:11.690241 = 2.436765 s
+    assert_eq!(bucket("DAGWorkflow", "COMPLETED", "1"), Some(0.0));
+    assert_eq!(bucket("DAGWorkflow", "COMPLETED", "2.5"), Some(1.0));
+    assert_eq!(
+        bucket("nightly-report", "CANCELLED", "+Inf"),
+        Some(0.0),
+        "the saturated duration is not observed"
+    );
+    // Windows end at the latest finishedAt (19:20:00.5Z, the cancelled run): only it is in 5m.
+    assert_eq!(
+        m.get(
+            "hatchet_workflow_failure_ratio",
+            &[("workflow", "nightly-report"), ("window", "5m")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.get(
+            "hatchet_workflow_failure_ratio",
+            &[("workflow", "send-welcome-email"), ("window", "5m")]
+        ),
+        None
+    );
+    assert_eq!(
+        m.get(
+            "hatchet_workflow_failure_ratio",
+            &[("workflow", "send-welcome-email"), ("window", "1h")]
+        ),
+        None
+    );
+    for (reason, n) in [
+        ("invalid_json", 1.0),
+        ("not_an_object", 1.0),
+        ("unknown_status", 1.0),
+        ("missing_field", 0.0),
+    ] {
+        assert_eq!(
+            m.get("hatchet_run_metrics_rejected_messages_total", &[("reason", reason)]),
+            Some(n),
+            "{reason}"
+        );
+    }
+    assert_eq!(m.get("hatchet_run_metrics_duplicate_outcomes_total", &[]), Some(1.0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("rejected message") && stderr.contains("line=12"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_example_and_refuses_bad_files() {
+    let good = binary(&[
+        "check-config",
+        "--config",
+        repo_root().join("config/hatchet-run-metrics.toml").to_str().unwrap(),
+    ]);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    for (text, key, why) in [
+        (
+            "[metrics]\nfailure_ratio_windows = [\"5 parsecs\"]\n",
+            "metrics.failure_ratio_windows[0]",
+            "not a duration",
+        ),
+        ("[kafka]\ntopic = \"x\"\n", "kafka.topic", "unknown field"),
+        (
+            "[kafka.properties]\n\"group.id\" = \"g\"\n",
+            "group.id",
+            "kafka.group_id",
+        ),
+    ] {
+        let file = temp_file("bad.toml", text);
+        let output = binary(&["check-config", "--config", file.to_str().unwrap()]);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(file.to_str().unwrap()) && stderr.contains(key) && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+    let missing = binary(&["check-config", "--config", "/nonexistent/hrm.toml"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_then_run_agrees_with_replay() {
+    let brokers = shared_brokers();
+    let topic = unique_name("cli-agree");
+    create_topic(&brokers, &topic, 3).await;
+    let text = example_lines();
+    let file = temp_file("agree.ndjson", &text);
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+
+    let produced = binary(&[
+        "produce",
+        file.to_str().unwrap(),
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+    ]);
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    assert!(String::from_utf8_lossy(&produced.stderr).contains(&format!("produced {lines} messages")));
+
+    let group = unique_name("group");
+    let service = Service::start(&format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n"
+    ));
+    let live = service.wait_for_consumed(lines as f64);
+    let replayed = Metrics::parse(&String::from_utf8(binary(&["replay", file.to_str().unwrap()]).stdout).unwrap());
+    let families = [
+        "hatchet_workflow_runs_total",
+        "hatchet_workflow_run_duration_seconds_bucket",
+        "hatchet_workflow_run_duration_seconds_sum",
+        "hatchet_workflow_run_duration_seconds_count",
+        "hatchet_run_metrics_rejected_messages_total",
+        "hatchet_run_metrics_duplicate_outcomes_total",
+    ];
+    let pick = |m: &Metrics| {
+        let mut v: Vec<_> = m
+            .samples
+            .iter()
+            .filter(|(n, _, _)| families.contains(&n.as_str()))
+            .map(|(n, l, v)| format!("{n}{l:?} {v}"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(pick(&live).len() > 20);
+    assert_eq!(pick(&live), pick(&replayed));
+}
