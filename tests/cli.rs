@@ -206,3 +206,28 @@ async fn produce_then_run_agrees_with_replay() {
     assert!(pick(&live).len() > 20);
     assert_eq!(pick(&live), pick(&replayed));
 }
+
+#[test]
+fn the_exposition_passes_promtool() {
+    let file = temp_file("promtool.ndjson", &example_lines());
+    let output = binary(&["replay", file.to_str().unwrap()]);
+    assert!(output.status.success());
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), &output.stdout).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        checked.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}"
+    );
+}

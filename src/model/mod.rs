@@ -103,18 +103,61 @@ pub struct V1WorkflowRun<'a> {
     pub workflow_id: Cow<'a, str>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub output: Option<&'a RawValue>,
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "optional_cow",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub error_message: Option<Cow<'a, str>>,
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "optional_cow",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub workflow_version_id: Option<Cow<'a, str>>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub input: Option<&'a RawValue>,
     #[serde(default, with = "timestamp::optional", skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Timestamp>,
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "optional_cow",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parent_task_external_id: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payloads_restricted: Option<bool>,
+}
+
+/// `Option<Cow<str>>` that borrows from the message when the string has no escapes (serde's own
+/// impl always allocates inside an `Option`).
+fn optional_cow<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct CowVisitor;
+    impl<'de> serde::de::Visitor<'de> for CowVisitor {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(CowVisitor)
+        }
+    }
+    d.deserialize_option(CowVisitor)
 }
 
 #[cfg(test)]
@@ -192,6 +235,18 @@ mod tests {
         let run: V1WorkflowRun = serde_json::from_str(text).unwrap();
         assert!(run.input.is_none() && run.output.is_none());
         assert_eq!(run.payloads_restricted, Some(true));
+    }
+
+    #[test]
+    fn optional_strings_borrow_unless_escaped() {
+        let text = r#"{"metadata":{"id":"r1","createdAt":"2026-08-22T14:03:11Z","updatedAt":"2026-08-22T14:03:11Z"},
+            "status":"FAILED","tenantId":"t","displayName":"x-1","workflowId":"w",
+            "errorMessage":"line one\nline two","workflowVersionId":"v1","parentTaskExternalId":null}"#;
+        let run: V1WorkflowRun = serde_json::from_str(text).unwrap();
+        assert_eq!(run.error_message.as_deref(), Some("line one\nline two"));
+        assert!(matches!(run.error_message, Some(Cow::Owned(_))));
+        assert!(matches!(run.workflow_version_id, Some(Cow::Borrowed("v1"))));
+        assert_eq!(run.parent_task_external_id, None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! fast: it runs several times per message on the hot path, so it does no allocation and no
 //! format-string interpretation.
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, SecondsFormat};
+use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat};
 use serde::{de, Deserializer, Serializer};
 use std::fmt;
 
@@ -61,12 +61,37 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         }
         _ => return None,
     };
-    let offset = FixedOffset::east_opt(offset_seconds)?;
-    let local = NaiveDate::from_ymd_opt(year as i32, month, day)?.and_hms_nano_opt(hour, minute, second, nanos)?;
-    if second > 59 {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
-    local.and_local_timezone(offset).single()
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let offset = FixedOffset::east_opt(offset_seconds)?;
+    let local_seconds =
+        days_from_civil(year as i64, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    let utc = DateTime::from_timestamp(local_seconds - i64::from(offset_seconds), nanos)?;
+    Some(utc.with_timezone(&offset))
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = i64::from((month + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 fn digits(bytes: &[u8]) -> Option<u32> {
@@ -192,6 +217,36 @@ mod tests {
             "1787407391482",
         ] {
             assert!(parse_rfc3339(text).is_none(), "{text:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn agrees_with_chrono_on_many_dates() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..20_000 {
+            let text = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}{}",
+                next(10_000),
+                1 + next(12),
+                1 + next(31),
+                next(24),
+                next(60),
+                next(60),
+                next(1_000_000),
+                ["Z", "+05:30", "-05:00", "+14:00", "-23:59"][next(5) as usize]
+            );
+            let ours = parse_rfc3339(&text);
+            let theirs = DateTime::parse_from_rfc3339(&text).ok();
+            assert_eq!(ours, theirs, "{text}");
+            if let (Some(a), Some(b)) = (ours, theirs) {
+                assert_eq!(a.offset(), b.offset(), "{text}");
+            }
         }
     }
 
