@@ -71,6 +71,23 @@ impl DecodeError {
     }
 }
 
+/// Hexadecimal digit values; `0x80` marks a byte that is not one.
+const HEX: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// A UUID as 128 bits: the cheap, allocation-free key for tenants and workflows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Uuid128(pub u128);
@@ -83,19 +100,19 @@ impl Uuid128 {
             return None;
         }
         let mut value: u128 = 0;
-        for (i, &c) in b.iter().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                continue;
-            }
-            let nibble = match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                b'A'..=b'F' => c - b'A' + 10,
-                _ => return None,
-            };
-            value = (value << 4) | u128::from(nibble);
+        let mut invalid = 0u8;
+        for &c in b[0..8]
+            .iter()
+            .chain(&b[9..13])
+            .chain(&b[14..18])
+            .chain(&b[19..23])
+            .chain(&b[24..36])
+        {
+            let nibble = HEX[usize::from(c)];
+            invalid |= nibble;
+            value = (value << 4) | u128::from(nibble & 0x0f);
         }
-        Some(Uuid128(value))
+        (invalid & 0x80 == 0).then_some(Uuid128(value))
     }
 }
 

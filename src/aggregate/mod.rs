@@ -11,7 +11,7 @@ pub mod outcome_memory;
 use crate::decode::{RunUpdate, Uuid128};
 use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
 use failure_window::FailureRatioWindow;
-use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits};
+use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits, NOT_FINISHED};
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 
@@ -129,11 +129,13 @@ impl Aggregator {
         if !run.status.is_terminal() {
             return Applied::InProgress;
         }
-        let finished = run.finished_at.map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
+        let finished_nanos = run
+            .finished_at
+            .map_or(NOT_FINISHED, |t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
         if !self.outcomes.remember(
             OutcomeKey {
                 run: update.run_key,
-                finished,
+                finished_nanos,
             },
             now_nanos,
         ) {

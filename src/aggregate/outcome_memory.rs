@@ -4,13 +4,18 @@ use crate::decode::RunKey;
 use rustc_hash::FxHashSet;
 use std::collections::VecDeque;
 
-/// One counted outcome: the run and the instant it finished (`None` when the update had no
-/// `finishedAt`). A replay that finishes the run again has a new `finishedAt`, so a new key.
+/// One counted outcome: the run and the instant it finished, in unix nanoseconds ([`NOT_FINISHED`]
+/// when the update had no `finishedAt`). A replay that finishes the run again has a new
+/// `finishedAt`, so a new key. 24 bytes: a million of them fit in about 60 MB with their order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OutcomeKey {
     pub run: RunKey,
-    pub finished: Option<(i64, u32)>,
+    pub finished_nanos: i64,
 }
+
+/// `finished_nanos` of an outcome without `finishedAt`. Instants beyond what i64 nanoseconds hold
+/// (before 1677 or after 2262) are clamped to `i64::MAX`, so two such finishes of one run would count once.
+pub const NOT_FINISHED: i64 = i64::MIN;
 
 /// Limits of the outcome memory (`[outcomes]` in the config).
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +94,7 @@ mod tests {
     fn key(run: u128, finished: i64) -> OutcomeKey {
         OutcomeKey {
             run: RunKey(run),
-            finished: Some((finished, 0)),
+            finished_nanos: finished,
         }
     }
 
@@ -108,7 +113,7 @@ mod tests {
         );
         let unfinished = OutcomeKey {
             run: RunKey(1),
-            finished: None,
+            finished_nanos: NOT_FINISHED,
         };
         assert!(memory.remember(unfinished, 4 * SECOND));
         assert!(!memory.remember(unfinished, 5 * SECOND));

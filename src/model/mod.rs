@@ -19,15 +19,90 @@ pub use timestamp::Timestamp;
 
 /// `APIResourceMeta`: the run's identity. `metadata.id` *is* the run id (the contract's top-level
 /// `id` is never sent). `updatedAt` always equals `createdAt` in Hatchet, so it cannot order updates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct APIResourceMeta<'a> {
-    #[serde(borrow)]
     pub id: Cow<'a, str>,
     #[serde(with = "timestamp::required")]
     pub created_at: Timestamp,
     #[serde(with = "timestamp::required")]
     pub updated_at: Timestamp,
+}
+
+/// Written by hand for one reason: `updatedAt` is always the same text as `createdAt`, so it is
+/// parsed once (this runs for every message).
+impl<'de: 'a, 'a> Deserialize<'de> for APIResourceMeta<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "camelCase")]
+        enum Field {
+            Id,
+            CreatedAt,
+            UpdatedAt,
+            #[serde(other)]
+            Other,
+        }
+
+        struct MetaVisitor;
+        impl<'de> Visitor<'de> for MetaVisitor {
+            type Value = APIResourceMeta<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an APIResourceMeta object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut id, mut created, mut updated) = (None, None, None);
+                let mut created_text: Option<Cow<'de, str>> = None;
+                let timestamp = |text: &str| {
+                    timestamp::parse_rfc3339(text).ok_or_else(|| {
+                        A::Error::invalid_value(serde::de::Unexpected::Str(text), &"an RFC 3339 date-time")
+                    })
+                };
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Id if id.is_some() => return Err(A::Error::duplicate_field("id")),
+                        Field::CreatedAt if created.is_some() => return Err(A::Error::duplicate_field("createdAt")),
+                        Field::UpdatedAt if updated.is_some() => return Err(A::Error::duplicate_field("updatedAt")),
+                        Field::Id => id = Some(map.next_value::<BorrowedCow<'de>>()?.0),
+                        Field::CreatedAt => {
+                            let text = map.next_value::<BorrowedCow<'de>>()?.0;
+                            created = Some(timestamp(&text)?);
+                            created_text = Some(text);
+                        }
+                        Field::UpdatedAt => {
+                            let text = map.next_value::<BorrowedCow<'de>>()?.0;
+                            updated = Some(match (&created_text, created) {
+                                (Some(same), Some(parsed)) if *same == text => parsed,
+                                _ => timestamp(&text)?,
+                            });
+                        }
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(APIResourceMeta {
+                    id: id.ok_or_else(|| A::Error::missing_field("id"))?,
+                    created_at: created.ok_or_else(|| A::Error::missing_field("createdAt"))?,
+                    updated_at: updated.ok_or_else(|| A::Error::missing_field("updatedAt"))?,
+                })
+            }
+        }
+        d.deserialize_struct("APIResourceMeta", &["id", "createdAt", "updatedAt"], MetaVisitor)
+    }
+}
+
+/// A string borrowed from the message unless escapes force a copy.
+struct BorrowedCow<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for BorrowedCow<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match optional_cow(d)? {
+            Some(text) => Ok(BorrowedCow(text)),
+            None => Err(serde::de::Error::invalid_type(serde::de::Unexpected::Unit, &"a string")),
+        }
+    }
 }
 
 /// `V1TaskStatus`, spelled exactly as on the wire (`CANCELLED` with two Ls).
@@ -247,6 +322,26 @@ mod tests {
         assert!(matches!(run.error_message, Some(Cow::Owned(_))));
         assert!(matches!(run.workflow_version_id, Some(Cow::Borrowed("v1"))));
         assert_eq!(run.parent_task_external_id, None);
+    }
+
+    #[test]
+    fn metadata_timestamps_are_read_even_when_they_differ() {
+        let text =
+            r#"{"createdAt":"2026-08-22T14:03:11Z","id":"r\u0031","updatedAt":"2026-08-22T15:03:11-05:00","x":[1]}"#;
+        let meta: APIResourceMeta = serde_json::from_str(text).unwrap();
+        assert_eq!(meta.id, "r1");
+        assert_eq!((meta.updated_at - meta.created_at).num_hours(), 6);
+        let same = r#"{"id":"r","updatedAt":"2026-08-22T14:03:11Z","createdAt":"2026-08-22T14:03:11Z"}"#;
+        let meta: APIResourceMeta = serde_json::from_str(same).unwrap();
+        assert_eq!(meta.created_at, meta.updated_at);
+        for bad in [
+            r#"{"id":"r","createdAt":"2026-08-22T14:03:11Z"}"#,
+            r#"{"id":"r","createdAt":"x","updatedAt":"x"}"#,
+            r#"{"id":"r","createdAt":"2026-08-22T14:03:11Z","updatedAt":"2026-08-22T14:03:11Z","id":"s"}"#,
+            r#"{"id":null,"createdAt":"2026-08-22T14:03:11Z","updatedAt":"2026-08-22T14:03:11Z"}"#,
+        ] {
+            assert!(serde_json::from_str::<APIResourceMeta>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

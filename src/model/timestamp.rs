@@ -100,6 +100,9 @@ fn digits(bytes: &[u8]) -> Option<u32> {
     })
 }
 
+/// How Go writes its zero time.
+pub const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
 /// Go's zero time (and anything else in year 1) stands for "no value": Hatchet's own UI shows it as
 /// empty, and so do we.
 pub fn is_go_zero_time(ts: &Timestamp) -> bool {
@@ -156,7 +159,14 @@ pub mod optional {
                 Ok(None)
             }
             fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                let ts = d.deserialize_str(TimestampVisitor)?;
+                d.deserialize_str(self)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                // Go's zero time is in most QUEUED and RUNNING updates: skip the date arithmetic.
+                if v == GO_ZERO_TIME {
+                    return Ok(None);
+                }
+                let ts = TimestampVisitor.visit_str(v)?;
                 Ok((!is_go_zero_time(&ts)).then_some(ts))
             }
         }
