@@ -97,8 +97,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run => serve(config),
         Command::CheckConfig => {
+            let mut shown = config.clone();
+            for (key, value) in &mut shown.kafka.properties {
+                if ["password", "secret", "key"].iter().any(|word| key.contains(word)) {
+                    *value = "<redacted>".into();
+                }
+            }
             println!("config OK");
-            println!("{config:#?}");
+            println!("{shown:#?}");
             Ok(())
         }
         Command::Replay { file } => replay(&config, &file),

@@ -150,6 +150,14 @@ fn check_config_accepts_the_example_and_refuses_bad_files() {
             "{stderr}"
         );
     }
+    let secret = temp_file("secret.toml", "[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n");
+    let shown = binary(&["check-config", "--config", secret.to_str().unwrap()]);
+    assert!(shown.status.success());
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        stdout.contains("sasl.password") && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
     let missing = binary(&["check-config", "--config", "/nonexistent/hrm.toml"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
