@@ -21,13 +21,28 @@ fn main() {
     }
     const N: u64 = 1_000_000;
     let before = rss_bytes();
-    let mut memory = OutcomeMemory::new(OutcomeMemoryLimits { max_entries: N as usize, max_age_nanos: i64::MAX });
+    let mut memory = OutcomeMemory::new(OutcomeMemoryLimits {
+        max_entries: N as usize,
+        max_age_nanos: i64::MAX,
+    });
     for i in 0..N {
-        memory.remember(OutcomeKey { run: RunKey(u128::from(i) * 0x9e37_79b9_7f4a_7c15), finished_nanos: i as i64 }, i as i64);
+        memory.remember(
+            OutcomeKey {
+                run: RunKey(u128::from(i) * 0x9e37_79b9_7f4a_7c15),
+                finished_nanos: i as i64,
+            },
+            i as i64,
+        );
     }
     let full = rss_bytes();
     for i in N..2 * N {
-        memory.remember(OutcomeKey { run: RunKey(u128::from(i) * 0x9e37_79b9_7f4a_7c15), finished_nanos: i as i64 }, i as i64);
+        memory.remember(
+            OutcomeKey {
+                run: RunKey(u128::from(i) * 0x9e37_79b9_7f4a_7c15),
+                finished_nanos: i as i64,
+            },
+            i as i64,
+        );
     }
     let after = rss_bytes();
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

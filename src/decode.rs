@@ -540,6 +540,62 @@ mod tests {
         );
     }
 
+    /// Random byte edits of real documents: decoding never panics, and whatever it accepts really
+    /// is an object with the required fields, of the right types.
+    #[test]
+    fn mutated_documents_never_panic_and_acceptance_is_sound() {
+        let docs: Vec<Vec<u8>> = ["completed-dag-run", "failed-task-run", "cancelled-while-queued-run"]
+            .iter()
+            .map(|n| std::fs::read(format!("{}/tests/data/examples/{n}.json", env!("CARGO_MANIFEST_DIR"))).unwrap())
+            .collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"{}[]\":,0123456789-.eEtrufalsn TZ+\\u\xff";
+        let (mut accepted, mut rejected) = (0, 0);
+        for i in 0..30_000 {
+            let mut doc = docs[i % docs.len()].clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % doc.len();
+                match next() % 3 {
+                    0 => doc[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        doc.remove(at);
+                    }
+                    _ => doc.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            match decode(Some(&doc), LIMIT) {
+                Ok(update) => {
+                    accepted += 1;
+                    let value: Value = serde_json::from_slice(&doc).expect("accepted means valid JSON");
+                    for key in ["metadata", "status", "tenantId", "workflowId", "displayName"] {
+                        assert!(
+                            value.get(key).is_some(),
+                            "accepted without {key}: {}",
+                            String::from_utf8_lossy(&doc)
+                        );
+                    }
+                    assert!(V1TaskStatus::from_wire(value["status"].as_str().unwrap()).is_some());
+                    assert!(Uuid128::parse(value["tenantId"].as_str().unwrap()) == Some(update.tenant));
+                }
+                Err(error) => {
+                    rejected += 1;
+                    assert!(RejectReason::ALL.contains(&error.reason));
+                    assert!(!error.detail.is_empty());
+                }
+            }
+        }
+        assert!(
+            accepted > 1000 && rejected > 1000,
+            "accepted {accepted}, rejected {rejected}"
+        );
+    }
+
     #[test]
     fn duplicate_keys_are_refused_with_a_reason() {
         let text = br#"{"metadata":{"id":"r","createdAt":"2026-08-22T14:10:02Z","updatedAt":"2026-08-22T14:10:02Z"},
