@@ -25,25 +25,18 @@ fn main() {
         max_entries: N as usize,
         max_age_nanos: i64::MAX,
     });
-    for i in 0..N {
-        memory.remember(
-            OutcomeKey {
+    let mut remember_runs = |runs: std::ops::Range<u64>| {
+        for i in runs {
+            let key = OutcomeKey {
                 run: RunKey(u128::from(i) * 0x9e37_79b9_7f4a_7c15),
                 finished_nanos: i as i64,
-            },
-            i as i64,
-        );
-    }
+            };
+            memory.remember(key, i as i64);
+        }
+    };
+    remember_runs(0..N);
     let full = rss_bytes();
-    for i in N..2 * N {
-        memory.remember(
-            OutcomeKey {
-                run: RunKey(u128::from(i) * 0x9e37_79b9_7f4a_7c15),
-                finished_nanos: i as i64,
-            },
-            i as i64,
-        );
-    }
+    remember_runs(N..2 * N);
     let after = rss_bytes();
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
