@@ -27,10 +27,7 @@ fn main() {
     });
     let mut remember_runs = |runs: std::ops::Range<u64>| {
         for i in runs {
-            let key = OutcomeKey {
-                run: RunKey(u128::from(i) * 0x9e37_79b9_7f4a_7c15),
-                finished_nanos: i as i64,
-            };
+            let key = OutcomeKey::new(RunKey(u128::from(i) * 0x9e37_79b9_7f4a_7c15), i as i64);
             memory.remember(key, i as i64);
         }
     };

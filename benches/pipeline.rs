@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use hatchet_run_metrics::aggregate::outcome_memory::OutcomeMemoryLimits;
-use hatchet_run_metrics::aggregate::{AggregateSettings, Aggregator};
+use hatchet_run_metrics::aggregate::{AggregateSettings, Aggregator, Clock};
 use hatchet_run_metrics::config::DEFAULT_DURATION_BUCKETS;
 use hatchet_run_metrics::decode::decode;
 use serde_json::json;
@@ -49,15 +49,18 @@ fn messages(n: usize, input_bytes: usize) -> Vec<Vec<u8>> {
 }
 
 fn aggregator() -> Aggregator {
-    Aggregator::new(AggregateSettings {
-        duration_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
-        failure_ratio_windows: vec![("5m".into(), 300_000_000_000), ("1h".into(), 3_600_000_000_000)],
-        workflow_names: HashMap::new(),
-        outcome_memory: OutcomeMemoryLimits {
-            max_entries: 1_000_000,
-            max_age_nanos: 6 * 3_600_000_000_000,
+    Aggregator::new(
+        AggregateSettings {
+            duration_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
+            failure_ratio_windows: vec![("5m".into(), 300_000_000_000), ("1h".into(), 3_600_000_000_000)],
+            workflow_names: HashMap::new(),
+            outcome_memory: OutcomeMemoryLimits {
+                max_entries: 1_000_000,
+                max_age_nanos: 6 * 3_600_000_000_000,
+            },
         },
-    })
+        Clock::Wall,
+    )
 }
 
 fn bench(c: &mut Criterion) {

@@ -97,7 +97,8 @@ pub struct LogConfig {
     /// `tracing` filter, overridden by `RUST_LOG`. Default `"info"`.
     pub level: String,
     /// At most this many rejected-message warnings per second; the rest are counted and their
-    /// number given in the next warning. Default 10.
+    /// number given in the next warning; 0 turns the warnings off (rejections are still counted in
+    /// `hatchet_run_metrics_rejected_messages_total`). Default 10.
     pub rejected_messages_per_second: u32,
 }
 
@@ -330,11 +331,18 @@ impl Config {
         if self.outcomes.max_age < Duration::from_secs(1) {
             return fail("outcomes.max_age", "must be at least 1s".into());
         }
+        let mut ids = std::collections::HashSet::new();
         for (id, name) in &self.workflow_names {
-            if Uuid128::parse(id).is_none() {
+            let Some(uuid) = Uuid128::parse(id) else {
                 return fail(
                     &format!("workflow_names.\"{id}\""),
                     "the key must be a workflowId (a UUID)".into(),
+                );
+            };
+            if !ids.insert(uuid) {
+                return fail(
+                    &format!("workflow_names.\"{id}\""),
+                    "names a workflowId already named (in another case)".into(),
                 );
             }
             if name.trim().is_empty() {
@@ -463,6 +471,11 @@ mod tests {
                 "[outcomes]\nmax_remembered = -3",
                 "outcomes.max_remembered",
                 "invalid value",
+            ),
+            (
+                "[workflow_names]\n\"0b7e2d3c-4f1a-4c55-8d2e-6a9f1c3b5d77\" = \"a\"\n\"0B7E2D3C-4F1A-4C55-8D2E-6A9F1C3B5D77\" = \"b\"",
+                "workflow_names.",
+                "already named",
             ),
             (
                 "[workflow_names]\n\"billing\" = \"x\"",

@@ -127,7 +127,7 @@ impl RunKey {
             Some(uuid) => RunKey(uuid.0),
             None => {
                 use std::hash::{BuildHasher, Hasher};
-                // Fixed keys: the same id must give the same key in every process.
+                // Fixed keys: one id gives one key for the life of the process (nothing is persisted).
                 let hash = |seed: u64| {
                     let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
                         .build_hasher();
@@ -166,9 +166,13 @@ pub fn decode(payload: Option<&[u8]>, max_bytes: usize) -> Result<RunUpdate<'_>,
     // borrows from a byte slice.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| DecodeError::new(RejectReason::InvalidJson, format_args!("not UTF-8: {e}")))?;
+    // Serde would also read a struct from a JSON array, by position: only objects are runs.
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        return Err(classify(bytes, None));
+    }
     let run: V1WorkflowRun = match serde_json::from_str(text) {
         Ok(run) => run,
-        Err(error) => return Err(classify(bytes, &error)),
+        Err(error) => return Err(classify(bytes, Some(&error))),
     };
     validate(run)
 }
@@ -245,7 +249,7 @@ const FIELDS: [(&str, Expect, bool); 16] = [
 ];
 
 /// Finds why the fast pass refused a message. Cold path: builds a `Value` tree on purpose.
-fn classify(bytes: &[u8], fast_error: &serde_json::Error) -> DecodeError {
+fn classify(bytes: &[u8], fast_error: Option<&serde_json::Error>) -> DecodeError {
     let doc: Value = match serde_json::from_slice(bytes) {
         Ok(doc) => doc,
         Err(e) => return DecodeError::new(RejectReason::InvalidJson, e),
@@ -268,7 +272,10 @@ fn classify(bytes: &[u8], fast_error: &serde_json::Error) -> DecodeError {
         }
     }
     // Serde refused something this table does not describe (a duplicate key, say): say what it said.
-    DecodeError::new(RejectReason::InvalidField, fast_error)
+    match fast_error {
+        Some(error) => DecodeError::new(RejectReason::InvalidField, error),
+        None => DecodeError::new(RejectReason::InvalidField, "refused"),
+    }
 }
 
 fn check(name: &str, expect: Expect, value: &Value) -> Option<DecodeError> {
@@ -416,7 +423,10 @@ mod tests {
                 "{bad:?}"
             );
         }
-        for bad in [&b"[1,2]"[..], b"\"text\"", b"42", b"null", b"true"] {
+        let as_array = br#"[{"id":"r1","createdAt":"2026-08-22T14:00:00Z","updatedAt":"2026-08-22T14:00:00Z"},
+            "FAILED",null,"2026-08-22T14:00:05Z",null,"707d0855-80ab-4e1f-a156-f1c4546cbf52",null,"x-1",
+            "707d0855-80ab-4e1f-a156-f1c4546cbf52"]"#;
+        for bad in [&b"[1,2]"[..], b"\"text\"", b"42", b"null", b"true", b"  [] ", as_array] {
             assert_eq!(
                 decode(Some(bad), LIMIT).unwrap_err().reason,
                 RejectReason::NotAnObject,
@@ -466,6 +476,8 @@ mod tests {
         use serde_json::json;
         for (key, value) in [
             ("status", json!(3)),
+            ("status", json!({"COMPLETED": null})),
+            ("status", json!(["COMPLETED"])),
             ("tenantId", json!(42)),
             ("tenantId", json!("not-a-uuid")),
             ("workflowId", json!("3e9d1f70-8a2b-4c6d-9e0f-1a2b3c4d5e6")),
@@ -573,6 +585,7 @@ mod tests {
                 Ok(update) => {
                     accepted += 1;
                     let value: Value = serde_json::from_slice(&doc).expect("accepted means valid JSON");
+                    assert!(value.is_object());
                     for key in ["metadata", "status", "tenantId", "workflowId", "displayName"] {
                         assert!(
                             value.get(key).is_some(),
@@ -585,8 +598,17 @@ mod tests {
                 }
                 Err(error) => {
                     rejected += 1;
-                    assert!(RejectReason::ALL.contains(&error.reason));
                     assert!(!error.detail.is_empty());
+                    // The reason agrees with what the bytes are.
+                    let fits = match serde_json::from_slice::<Value>(&doc) {
+                        Err(_) => error.reason == RejectReason::InvalidJson,
+                        Ok(Value::Object(_)) => matches!(
+                            error.reason,
+                            RejectReason::MissingField | RejectReason::InvalidField | RejectReason::UnknownStatus
+                        ),
+                        Ok(_) => error.reason == RejectReason::NotAnObject,
+                    };
+                    assert!(fits, "{error}: {}", String::from_utf8_lossy(&doc));
                 }
             }
         }

@@ -51,6 +51,7 @@ pub struct Telemetry {
     rebalances: IntCounterVec,
     assigned_partitions: IntGauge,
     kafka_errors: IntCounterVec,
+    offset_store_failures: IntCounter,
     rejected_log: LogRateLimit,
 }
 
@@ -99,6 +100,11 @@ impl Telemetry {
             "Terminal updates ignored because the same outcome (run id and finishedAt) was already counted.",
         )
         .expect("static metric definition");
+        let offset_store_failures = IntCounter::new(
+            "hatchet_run_metrics_offset_store_failures_total",
+            "Processed messages whose offset could not be stored (their partition was revoked meanwhile); the new owner reads them again.",
+        )
+        .expect("static metric definition");
         let last_message = Gauge::new(
             "hatchet_run_metrics_last_message_timestamp_seconds",
             "Unix time at which the last message was processed.",
@@ -107,7 +113,7 @@ impl Telemetry {
         let lag = IntGaugeVec::new(
             Opts::new(
                 "hatchet_run_metrics_consumer_lag_messages",
-                "Messages behind the partition's high watermark, as last reported by librdkafka's statistics.",
+                "Messages between the last processed offset and the partition's high watermark, from librdkafka's statistics.",
             ),
             &["topic", "partition"],
         )
@@ -125,6 +131,7 @@ impl Telemetry {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for metric in [
             Box::new(duplicates.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(offset_store_failures.clone()),
             Box::new(last_message.clone()),
             Box::new(lag.clone()),
             Box::new(assigned_partitions.clone()),
@@ -143,6 +150,7 @@ impl Telemetry {
             rebalances,
             assigned_partitions,
             kafka_errors,
+            offset_store_failures,
             rejected_log: LogRateLimit::new(rejected_per_second),
         }
     }
@@ -153,19 +161,37 @@ impl Telemetry {
     }
 }
 
-/// A message was read and processed (accepted or rejected). `counter` comes from
-/// [`Telemetry::consumed_counter`].
+/// The consumed counter of each partition, looked up by the source once per partition: a short
+/// list compared by partition then topic is cheaper per message than hashing the topic name.
+#[derive(Default)]
+pub struct ConsumedCounters {
+    counters: Vec<(i32, String, IntCounter)>,
+}
+
+impl ConsumedCounters {
+    pub fn get(&mut self, telemetry: &Telemetry, topic: &str, partition: i32) -> &IntCounter {
+        let at = match self.counters.iter().position(|(p, t, _)| *p == partition && t == topic) {
+            Some(at) => at,
+            None => {
+                let counter = telemetry.consumed_counter(topic, partition);
+                self.counters.push((partition, topic.to_string(), counter));
+                self.counters.len() - 1
+            }
+        };
+        &self.counters[at].2
+    }
+}
+
+/// A message was read and processed (accepted or rejected) at `now_nanos`.
 pub struct MessageProcessed<'a> {
     pub counter: &'a IntCounter,
+    pub now_nanos: i64,
 }
 
 impl MessageProcessed<'_> {
     pub fn emit(self, telemetry: &Telemetry) {
         self.counter.inc();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        telemetry.last_message.set(now);
+        telemetry.last_message.set(self.now_nanos as f64 / 1e9);
     }
 }
 
@@ -235,7 +261,8 @@ pub struct OffsetStoreFailed<'a> {
 }
 
 impl OffsetStoreFailed<'_> {
-    pub fn emit(self, _telemetry: &Telemetry) {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.offset_store_failures.inc();
         tracing::warn!(origin = %self.origin, error = %self.error, "could not store the offset of a processed message");
     }
 }
@@ -308,7 +335,10 @@ impl LogRateLimit {
 
     /// `Some(refused since the last admission)` when this one may be logged.
     fn admit(&self) -> Option<u64> {
-        let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.admit_at(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    }
+
+    fn admit_at(&self, second: u64) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (at, admitted, refused) = &mut *state;
         if *at != second {
@@ -332,11 +362,15 @@ mod tests {
     #[test]
     fn rate_limit_admits_then_counts_refusals() {
         let limit = LogRateLimit::new(3);
-        let admitted: Vec<_> = (0..10).map(|_| limit.admit()).collect();
-        // Ten calls within one second (or straddling two): at most 3 admitted per second.
-        let count = admitted.iter().filter(|a| a.is_some()).count();
-        assert!((3..=6).contains(&count), "{admitted:?}");
-        assert_eq!(admitted[0], Some(0));
+        let first: Vec<_> = (0..10).map(|_| limit.admit_at(100)).collect();
+        assert_eq!(
+            first,
+            [Some(0), Some(0), Some(0), None, None, None, None, None, None, None]
+        );
+        assert_eq!(limit.admit_at(101), Some(7), "the next admission reports the 7 refused");
+        assert_eq!(limit.admit_at(101), Some(0));
+        let off = LogRateLimit::new(0);
+        assert_eq!(off.admit_at(5), None);
     }
 
     #[test]

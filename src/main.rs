@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use hatchet_run_metrics::aggregate::Aggregator;
+use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::{self, Config};
 use hatchet_run_metrics::events::Telemetry;
 use hatchet_run_metrics::exporter::{self, http, WindowEnd};
@@ -124,10 +124,10 @@ fn init_tracing(level: &str) {
         .init();
 }
 
-fn new_pipeline(config: &Config) -> Pipeline {
+fn new_pipeline(config: &Config, clock: Clock) -> Pipeline {
     let telemetry = Arc::new(Telemetry::new(config.log.rejected_messages_per_second));
     Pipeline::new(
-        Aggregator::new(config.aggregate_settings()),
+        Aggregator::new(config.aggregate_settings(), clock),
         telemetry,
         config.kafka.max_message_bytes,
     )
@@ -136,7 +136,7 @@ fn new_pipeline(config: &Config) -> Pipeline {
 fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let pipeline = new_pipeline(&config);
+        let pipeline = new_pipeline(&config, Clock::Wall);
         let health = Arc::new(kafka::ConsumerHealth::default());
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -182,7 +182,7 @@ async fn wait_for_signal() {
 }
 
 fn replay(config: &Config, path: &PathBuf) -> anyhow::Result<()> {
-    let pipeline = new_pipeline(config);
+    let pipeline = new_pipeline(config, Clock::Replay);
     let reader = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let name = path.display().to_string();
     let summary = file::replay(BufReader::new(reader), &name, &pipeline)
@@ -192,7 +192,7 @@ fn replay(config: &Config, path: &PathBuf) -> anyhow::Result<()> {
         rejected = summary.rejected,
         "replayed {name}"
     );
-    let text = exporter::exposition(&pipeline, WindowEnd::LatestOutcome);
+    let text = exporter::exposition(&pipeline, WindowEnd::LatestFinished);
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }

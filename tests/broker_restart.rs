@@ -66,7 +66,18 @@ async fn broker_down_at_start_and_restarted_mid_stream_loses_nothing() {
     assert_eq!(m.sum("hatchet_workflow_runs_total", &[]), 60.0);
     service.wait_until("ready", Duration::from_secs(30), || ready(&service));
 
-    // Restart the broker under the running service.
+    // Restart the broker under the running service while updates keep coming: some are consumed
+    // but not yet committed when it stops, some wait in the producer until it is back.
+    let paced = {
+        let (producer, topic) = (producer(&brokers), topic.clone());
+        tokio::spawn(async move {
+            for message in batch("during", 150) {
+                send_all(&producer, &topic, &[message]).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
     kafka_script(PORT, &["stop"], &[]);
     service.wait_until("not ready while the broker is down", Duration::from_secs(60), || {
         !ready(&service)
@@ -74,18 +85,26 @@ async fn broker_down_at_start_and_restarted_mid_stream_loses_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(service.is_running(), "survives the broker going away");
     kafka_script(PORT, &["start"], &[("KAFKA_KEEP_DATA", "1")]);
+    paced.await.expect("paced producer");
 
     send_all(&producer(&brokers), &topic, &batch("after", 40)).await;
-    let m = service.wait_for_consumed(100.0);
+    let m = service.wait_for_consumed(250.0);
     std::thread::sleep(Duration::from_secs(2));
     let m2 = service.metrics();
     assert_eq!(
         m2.sum("hatchet_run_metrics_messages_consumed_total", &[]),
-        100.0,
+        250.0,
         "{m:?}"
     );
-    assert_eq!(m2.sum("hatchet_workflow_runs_total", &[("status", "COMPLETED")]), 75.0);
-    assert_eq!(m2.sum("hatchet_workflow_runs_total", &[("status", "FAILED")]), 25.0);
+    // batch(): every fourth run FAILED; 60 + 150 + 40 runs.
+    assert_eq!(
+        m2.sum("hatchet_workflow_runs_total", &[("status", "FAILED")]),
+        15.0 + 38.0 + 10.0
+    );
+    assert_eq!(
+        m2.sum("hatchet_workflow_runs_total", &[("status", "COMPLETED")]),
+        45.0 + 112.0 + 30.0
+    );
     assert_eq!(m2.sum("hatchet_run_metrics_duplicate_outcomes_total", &[]), 0.0);
     service.wait_until("ready again", Duration::from_secs(60), || ready(&service));
     assert!(

@@ -5,7 +5,7 @@
 mod common;
 
 use common::Metrics;
-use hatchet_run_metrics::aggregate::Aggregator;
+use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::{Config, KafkaConfig};
 use hatchet_run_metrics::events::Telemetry;
 use hatchet_run_metrics::exporter::{exposition, WindowEnd};
@@ -27,7 +27,7 @@ const DOC: &str = r#"{"metadata":{"id":"ID","createdAt":"2026-08-22T14:00:00Z","
 async fn wait_for(what: &str, pipeline: &Pipeline, check: impl Fn(&Metrics) -> bool) -> Metrics {
     let start = Instant::now();
     loop {
-        let m = Metrics::parse(&exposition(pipeline, WindowEnd::LatestOutcome));
+        let m = Metrics::parse(&exposition(pipeline, WindowEnd::LatestFinished));
         if check(&m) {
             return m;
         }
@@ -68,7 +68,7 @@ async fn failed_commits_are_counted_and_retried() {
     };
     let telemetry = Arc::new(Telemetry::new(10));
     let pipeline = Pipeline::new(
-        Aggregator::new(Config::default().aggregate_settings()),
+        Aggregator::new(Config::default().aggregate_settings(), Clock::Wall),
         telemetry,
         1 << 20,
     );

@@ -16,8 +16,9 @@ struct Slot {
 ///
 /// A window ending at `end` covers the slot holding `end` and the `SLOTS - 1` slots before it: the
 /// outcomes of the last `length` (rounded to whole slots), never older. Outcomes older than the
-/// ring, or later than the newest slot so far, are placed by their own time: later ones advance
-/// the ring, older ones than it covers are not counted in the window (they are in the counters).
+/// ring are not counted in the window (they are in the counters). A later outcome advances the
+/// ring, which is why the aggregation never records one later than its clock (see
+/// `aggregate::Clock`): a bogus future date must not take the slot that current outcomes need.
 #[derive(Debug, Clone)]
 pub struct FailureRatioWindow {
     slot_nanos: i64,

@@ -35,6 +35,16 @@ pub struct AggregateSettings {
     pub outcome_memory: OutcomeMemoryLimits,
 }
 
+/// Which clock the windows and the outcome memory run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The service: the wall clock. A `finishedAt` later than the wall clock (clock skew, a bogus
+    /// date) is placed at the wall clock, so it cannot claim a window slot ahead of time.
+    Wall,
+    /// Replaying a file: time is the latest `finishedAt` seen so far; the wall clock plays no part.
+    Replay,
+}
+
 /// What one update meant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Applied {
@@ -102,19 +112,21 @@ pub struct Aggregator {
     series_by_label: HashMap<(Uuid128, String), usize>,
     series: Vec<WorkflowStats>,
     outcomes: OutcomeMemory,
-    /// Latest event time of a counted outcome: the end of the windows when replaying a file.
-    latest_outcome_nanos: Option<i64>,
+    clock: Clock,
+    /// Latest `finishedAt` of a counted outcome: the end of the windows when replaying a file.
+    latest_finished_nanos: Option<i64>,
 }
 
 impl Aggregator {
-    pub fn new(settings: AggregateSettings) -> Aggregator {
+    pub fn new(settings: AggregateSettings, clock: Clock) -> Aggregator {
         Aggregator {
             outcomes: OutcomeMemory::new(settings.outcome_memory),
             settings,
             workflows: FxHashMap::default(),
             series_by_label: HashMap::new(),
             series: Vec::new(),
-            latest_outcome_nanos: None,
+            clock,
+            latest_finished_nanos: None,
         }
     }
 
@@ -122,31 +134,34 @@ impl Aggregator {
         &self.settings
     }
 
-    /// Applies one update processed at `now_nanos` (unix nanoseconds, the wall clock).
-    pub fn apply(&mut self, update: &RunUpdate<'_>, now_nanos: i64) -> Applied {
+    /// Applies one update processed at `wall_nanos` (unix nanoseconds, the wall clock).
+    pub fn apply(&mut self, update: &RunUpdate<'_>, wall_nanos: i64) -> Applied {
         let run = &update.run;
         let at = self.series_for(update);
         if !run.status.is_terminal() {
             return Applied::InProgress;
         }
-        let finished_nanos = run
-            .finished_at
-            .map_or(NOT_FINISHED, |t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
-        if !self.outcomes.remember(
-            OutcomeKey {
-                run: update.run_key,
-                finished_nanos,
-            },
-            now_nanos,
-        ) {
+        // Instants i64 nanoseconds cannot hold (before 1677, after 2262) are clamped.
+        let finished = run.finished_at.map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        let now = match self.clock {
+            Clock::Wall => wall_nanos,
+            // The file's own time, this outcome included. Before any finishedAt, an outcome
+            // without one belongs to no window.
+            Clock::Replay => self.latest_finished_nanos.max(finished).unwrap_or(i64::MIN),
+        };
+        let key = OutcomeKey::new(update.run_key, finished.unwrap_or(NOT_FINISHED));
+        if !self.outcomes.remember(key, now) {
             return Applied::Duplicate;
         }
         let duration_seconds = run_duration_seconds(run);
-        let event_nanos = run
-            .finished_at
-            .and_then(|t| t.timestamp_nanos_opt())
-            .unwrap_or(now_nanos);
-        self.latest_outcome_nanos = Some(self.latest_outcome_nanos.map_or(event_nanos, |l| l.max(event_nanos)));
+        if let Some(finished) = finished {
+            self.latest_finished_nanos = Some(self.latest_finished_nanos.map_or(finished, |l| l.max(finished)));
+        }
+        let event_nanos = match (finished, self.clock) {
+            (Some(finished), Clock::Wall) => finished.min(now),
+            (Some(finished), Clock::Replay) => finished,
+            (None, _) => now,
+        };
 
         let bounds = &self.settings.duration_buckets_seconds;
         let stats = &mut self.series[at];
@@ -207,9 +222,9 @@ impl Aggregator {
         &self.series
     }
 
-    /// The end of the failure-ratio windows when replaying: the latest outcome's event time.
-    pub fn latest_outcome_nanos(&self) -> Option<i64> {
-        self.latest_outcome_nanos
+    /// The end of the failure-ratio windows when replaying: the latest `finishedAt` counted.
+    pub fn latest_finished_nanos(&self) -> Option<i64> {
+        self.latest_finished_nanos
     }
 
     pub fn outcome_memory(&self) -> &OutcomeMemory {

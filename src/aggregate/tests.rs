@@ -52,7 +52,7 @@ fn stats<'a>(agg: &'a Aggregator, workflow: &str) -> &'a WorkflowStats {
 
 #[test]
 fn redeliveries_count_once_and_replays_count_again() {
-    let mut agg = Aggregator::new(settings());
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
     let first = finished("r1", WF_A, "FAILED", "2026-08-22T14:00:01Z", "2026-08-22T14:00:03Z");
     let replayed = finished(
         "r1",
@@ -92,7 +92,7 @@ fn redeliveries_count_once_and_replays_count_again() {
 
 #[test]
 fn the_same_instant_in_another_offset_is_the_same_outcome() {
-    let mut agg = Aggregator::new(settings());
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
     let utc = finished(
         "r1",
         WF_A,
@@ -113,7 +113,7 @@ fn the_same_instant_in_another_offset_is_the_same_outcome() {
 
 #[test]
 fn terminal_without_finished_at_counts_once() {
-    let mut agg = Aggregator::new(settings());
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
     let cancelled = doc("r9", WF_A, "CANCELLED", json!({"duration": 9223372036854_i64}));
     assert_eq!(
         agg.apply(&update(&cancelled), 0),
@@ -130,7 +130,7 @@ fn terminal_without_finished_at_counts_once() {
 
 #[test]
 fn a_dag_with_finished_at_but_still_running_counts_nothing() {
-    let mut agg = Aggregator::new(settings());
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
     let running = finished("r2", WF_A, "RUNNING", "2026-08-22T14:00:01Z", "2026-08-22T14:00:02Z");
     assert_eq!(agg.apply(&update(&running), 0), Applied::InProgress);
     assert!(stats(&agg, "DAGWorkflow").outcomes.iter().all(|o| o.runs == 0));
@@ -172,7 +172,7 @@ fn durations_and_their_traps() {
 
 #[test]
 fn histogram_buckets_are_upper_inclusive() {
-    let mut agg = Aggregator::new(settings());
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
     for (i, ms) in [50, 100, 101, 1000, 5000, 60_000].iter().enumerate() {
         let d = doc(&format!("r{i}"), WF_A, "COMPLETED", json!({"duration": ms}));
         agg.apply(&update(&d), 0);
@@ -202,7 +202,7 @@ fn workflow_labels() {
     settings
         .workflow_names
         .insert(Uuid128::parse(WF_B).unwrap(), "billing".into());
-    let mut agg = Aggregator::new(settings);
+    let mut agg = Aggregator::new(settings, Clock::Wall);
     agg.apply(&update(&doc("r1", WF_B, "RUNNING", json!({}))), 0);
     let unnamed = "9d2e4f6a-1b3c-4d5e-9f70-8a9b0c1d2e3f";
     agg.apply(
@@ -228,41 +228,105 @@ fn workflow_labels() {
 
 #[test]
 fn two_workflow_ids_with_one_name_share_a_series() {
-    let mut agg = Aggregator::new(settings());
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
     agg.apply(&update(&doc("r1", WF_A, "COMPLETED", json!({"duration": 1}))), 0);
     agg.apply(&update(&doc("r2", WF_B, "COMPLETED", json!({"duration": 1}))), 0);
     assert_eq!(agg.series().len(), 1);
     assert_eq!(agg.series()[0].outcomes[0].runs, 2);
 }
 
+fn at(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text).unwrap().timestamp() * S
+}
+
 #[test]
 fn failure_ratio_by_finished_at_or_processing_time() {
-    let mut agg = Aggregator::new(settings());
-    let base = chrono::DateTime::parse_from_rfc3339("2026-08-22T14:00:00Z")
-        .unwrap()
-        .timestamp()
-        * S;
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
+    let base = at("2026-08-22T14:00:00Z");
+    let wall = base + 10 * 60 * S;
     for i in 0..4 {
         let status = if i == 0 { "FAILED" } else { "COMPLETED" };
         let end = format!("2026-08-22T14:0{i}:00Z");
         agg.apply(
             &update(&finished(&format!("r{i}"), WF_A, status, "2026-08-22T13:59:00Z", &end)),
-            0,
+            wall,
         );
     }
     assert_eq!(
         stats(&agg, "DAGWorkflow").failure_windows[0].counts(base + 4 * 60 * S),
         (1, 4)
     );
-    assert_eq!(agg.latest_outcome_nanos(), Some(base + 3 * 60 * S));
-    // No finishedAt: placed at the processing time.
+    assert_eq!(agg.latest_finished_nanos(), Some(base + 3 * 60 * S));
+    // No finishedAt: placed at the processing time; the replay end stays the latest finishedAt.
     agg.apply(&update(&doc("late", WF_A, "FAILED", json!({}))), base + 3600 * S);
-    assert_eq!(agg.latest_outcome_nanos(), Some(base + 3600 * S));
+    assert_eq!(agg.latest_finished_nanos(), Some(base + 3 * 60 * S));
     let s = stats(&agg, "DAGWorkflow");
     assert_eq!(s.failure_windows[0].counts(base + 3600 * S), (1, 1));
     assert_eq!(
         s.failure_windows[1].counts(base + 3600 * S),
         (1, 4),
         "14:00 fell out of the 1h window"
+    );
+}
+
+#[test]
+fn a_finish_in_the_future_is_placed_at_the_wall_clock() {
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
+    let now = at("2026-08-22T14:00:00Z");
+    // Clock skew of a whole window: without the clamp it would take the slot of `now` for itself.
+    let skewed = finished("skewed", WF_A, "FAILED", "2026-08-22T14:04:00Z", "2026-08-22T14:05:00Z");
+    agg.apply(&update(&skewed), now);
+    for i in 0..10 {
+        agg.apply(
+            &update(&finished(
+                &format!("r{i}"),
+                WF_A,
+                "COMPLETED",
+                "2026-08-22T13:59:00Z",
+                "2026-08-22T14:00:00Z",
+            )),
+            now,
+        );
+    }
+    let far = finished("far", WF_A, "COMPLETED", "2100-08-22T14:00:00Z", "2100-08-22T14:00:01Z");
+    agg.apply(&update(&far), now);
+    assert_eq!(stats(&agg, "DAGWorkflow").failure_windows[0].counts(now), (1, 12));
+}
+
+#[test]
+fn replay_runs_on_the_files_own_time() {
+    let mut agg = Aggregator::new(settings(), Clock::Replay);
+    let wall = at("2030-01-01T00:00:00Z");
+    // Before any finishedAt: in no window, and the wall clock plays no part.
+    agg.apply(&update(&doc("early", WF_A, "CANCELLED", json!({}))), wall);
+    agg.apply(
+        &update(&finished(
+            "a",
+            WF_A,
+            "FAILED",
+            "2026-08-22T13:59:00Z",
+            "2026-08-22T14:00:00Z",
+        )),
+        wall,
+    );
+    agg.apply(
+        &update(&finished(
+            "b",
+            WF_A,
+            "COMPLETED",
+            "2026-08-22T13:59:00Z",
+            "2026-08-22T14:01:00Z",
+        )),
+        wall,
+    );
+    // Without finishedAt: placed at the latest finishedAt so far, which stays the windows' end.
+    agg.apply(&update(&doc("c", WF_A, "CANCELLED", json!({}))), wall);
+    let end = agg.latest_finished_nanos().unwrap();
+    assert_eq!(end, at("2026-08-22T14:01:00Z"));
+    assert_eq!(stats(&agg, "DAGWorkflow").failure_windows[0].counts(end), (1, 3));
+    assert_eq!(
+        stats(&agg, "DAGWorkflow").outcomes[2].runs,
+        2,
+        "both cancellations are counted"
     );
 }

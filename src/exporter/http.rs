@@ -33,16 +33,25 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
-async fn metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
+async fn metrics(State(endpoints): State<Endpoints>) -> axum::response::Response {
     // Rendering 10,000 workflows takes milliseconds of CPU: keep it off the async workers.
     let pipeline = endpoints.pipeline.clone();
-    let body = tokio::task::spawn_blocking(move || exposition(&pipeline, WindowEnd::At(now_nanos())))
-        .await
-        .unwrap_or_else(|error| format!("# rendering failed: {error}\n"));
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        body,
-    )
+    match tokio::task::spawn_blocking(move || exposition(&pipeline, WindowEnd::At(now_nanos()))).await {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        // A scrape must fail visibly rather than look like an empty target.
+        Err(error) => {
+            tracing::error!(%error, "rendering /metrics failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("rendering failed: {error}\n"),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {

@@ -19,7 +19,7 @@ pub enum WindowEnd {
     /// At this wall-clock time (unix nanoseconds): the service.
     At(i64),
     /// At the latest counted outcome's `finishedAt`: replaying a file.
-    LatestOutcome,
+    LatestFinished,
 }
 
 struct SeriesSnapshot {
@@ -46,7 +46,7 @@ impl Snapshot {
         let settings = aggregator.settings();
         let end_nanos = match end {
             WindowEnd::At(nanos) => Some(nanos),
-            WindowEnd::LatestOutcome => aggregator.latest_outcome_nanos(),
+            WindowEnd::LatestFinished => aggregator.latest_finished_nanos(),
         };
         let mut series: Vec<SeriesSnapshot> = (aggregator.series().iter())
             .map(|s| SeriesSnapshot {

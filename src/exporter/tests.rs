@@ -1,24 +1,27 @@
 use super::*;
 use crate::aggregate::outcome_memory::OutcomeMemoryLimits;
-use crate::aggregate::{AggregateSettings, Aggregator};
+use crate::aggregate::{AggregateSettings, Aggregator, Clock};
 use crate::decode::decode;
 use std::collections::HashMap;
 
 const S: i64 = 1_000_000_000;
 
 fn aggregator(names: &[(&str, &str)]) -> Aggregator {
-    Aggregator::new(AggregateSettings {
-        duration_buckets_seconds: vec![1.0, 10.0],
-        failure_ratio_windows: vec![("5m".into(), 300 * S)],
-        workflow_names: names
-            .iter()
-            .map(|(id, n)| (Uuid128::parse(id).unwrap(), n.to_string()))
-            .collect::<HashMap<_, _>>(),
-        outcome_memory: OutcomeMemoryLimits {
-            max_entries: 100,
-            max_age_nanos: 3600 * S,
+    Aggregator::new(
+        AggregateSettings {
+            duration_buckets_seconds: vec![1.0, 10.0],
+            failure_ratio_windows: vec![("5m".into(), 300 * S)],
+            workflow_names: names
+                .iter()
+                .map(|(id, n)| (Uuid128::parse(id).unwrap(), n.to_string()))
+                .collect::<HashMap<_, _>>(),
+            outcome_memory: OutcomeMemoryLimits {
+                max_entries: 100,
+                max_age_nanos: 3600 * S,
+            },
         },
-    })
+        Clock::Replay,
+    )
 }
 
 fn run(agg: &mut Aggregator, id: &str, status: &str, duration_ms: i64) {
@@ -44,7 +47,7 @@ fn counters_cumulative_buckets_and_ratio() {
     run(&mut agg, "b", "COMPLETED", 5000);
     run(&mut agg, "c", "FAILED", 50_000);
     run(&mut agg, "d", "FAILED", 9223372036854);
-    let text = render(&agg, WindowEnd::LatestOutcome);
+    let text = render(&agg, WindowEnd::LatestFinished);
     let l = "tenant_id=\"707d0855-80ab-4e1f-a156-f1c4546cbf52\",workflow=\"x\"";
     for line in [
         format!("hatchet_workflow_runs_total{{{l},status=\"COMPLETED\"}} 2"),
@@ -74,14 +77,14 @@ fn an_empty_window_has_no_ratio_sample() {
     let text = render(&agg, WindowEnd::At(later));
     assert!(text.contains("# TYPE hatchet_workflow_failure_ratio gauge"));
     assert!(!text.contains("hatchet_workflow_failure_ratio{"), "{text}");
-    assert!(render(&agg, WindowEnd::LatestOutcome).contains("window=\"5m\"} 1\n"));
+    assert!(render(&agg, WindowEnd::LatestFinished).contains("window=\"5m\"} 1\n"));
 }
 
 #[test]
 fn label_values_are_escaped() {
     let mut agg = aggregator(&[("0b7e2d3c-4f1a-4c55-8d2e-6a9f1c3b5d77", "say \"hi\"\\\nnaïve ☃")]);
     run(&mut agg, "a", "COMPLETED", 1);
-    let text = render(&agg, WindowEnd::LatestOutcome);
+    let text = render(&agg, WindowEnd::LatestFinished);
     assert!(text.contains(r#"workflow="say \"hi\"\\\nnaïve ☃""#), "{text}");
     assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
 }

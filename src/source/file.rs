@@ -34,10 +34,15 @@ pub fn replay(reader: impl BufRead, name: &str, pipeline: &Pipeline) -> std::io:
             line: number,
         };
         summary.messages += 1;
-        if pipeline.process(Some(&line), &origin, now_nanos()).is_err() {
+        let now = now_nanos();
+        if pipeline.process(Some(&line), &origin, now).is_err() {
             summary.rejected += 1;
         }
-        MessageProcessed { counter: &counter }.emit(pipeline.telemetry());
+        MessageProcessed {
+            counter: &counter,
+            now_nanos: now,
+        }
+        .emit(pipeline.telemetry());
     }
     Ok(summary)
 }

@@ -8,11 +8,10 @@
 
 use crate::config::KafkaConfig;
 use crate::events::{
-    KafkaClientError, LagReported, MessageOrigin, MessageProcessed, OffsetStoreFailed, OffsetsCommitted, Rebalanced,
-    Telemetry,
+    ConsumedCounters, KafkaClientError, LagReported, MessageOrigin, MessageProcessed, OffsetStoreFailed,
+    OffsetsCommitted, Rebalanced, Telemetry,
 };
 use crate::pipeline::{now_nanos, Pipeline};
-use prometheus::IntCounter;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -20,7 +19,6 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -80,8 +78,9 @@ impl ClientContext for SourceContext {
             .flat_map(|(topic, t)| {
                 t.partitions
                     .values()
-                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                    .map(move |p| (topic.clone(), p.partition, p.consumer_lag))
+                    // `consumer_lag_stored`: behind what was processed, not what was committed.
+                    .filter(|p| p.partition >= 0 && p.consumer_lag_stored >= 0)
+                    .map(move |p| (topic.clone(), p.partition, p.consumer_lag_stored))
             })
             .collect();
         LagReported { partitions }.emit(&self.telemetry);
@@ -197,7 +196,7 @@ pub async fn consume(
     consumer.subscribe(&topics)?;
     tracing::info!(brokers = %config.brokers, topics = %topics.join(","), group = %config.group_id, "consuming");
 
-    let mut counters: HashMap<String, HashMap<i32, IntCounter>> = HashMap::new();
+    let mut counters = ConsumedCounters::default();
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
@@ -227,16 +226,14 @@ pub async fn consume(
         };
         // A rejected message is counted and logged by the pipeline; its offset is stored like any
         // other so that it never stalls the partition.
-        let _ = pipeline.process(message.payload(), &origin, now_nanos());
-        let counter = match counters.get(topic).and_then(|p| p.get(&partition)) {
-            Some(counter) => counter,
-            None => counters
-                .entry(topic.to_string())
-                .or_default()
-                .entry(partition)
-                .or_insert_with(|| telemetry.consumed_counter(topic, partition)),
-        };
-        MessageProcessed { counter }.emit(&telemetry);
+        let now = now_nanos();
+        let _ = pipeline.process(message.payload(), &origin, now);
+        let counter = counters.get(&telemetry, topic, partition);
+        MessageProcessed {
+            counter,
+            now_nanos: now,
+        }
+        .emit(&telemetry);
         if let Err(error) = consumer.store_offset_from_message(&message) {
             OffsetStoreFailed {
                 origin: &origin,
