@@ -101,5 +101,57 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Steady state at the outcome memory's cap: one aggregator, already holding 1,000,000 remembered
+/// outcomes, so every new outcome also forgets the oldest. Each pass rewrites the run ids (in
+/// place, outside the timing) so that its outcomes are new.
+fn bench_at_cap(c: &mut Criterion) {
+    let mut batch = messages(10_000, 0);
+    let mean = batch.iter().map(Vec::len).sum::<usize>() / batch.len();
+    let marker = b"5f0a9c6e-2a51-4b8e-9a57-";
+    let id_at: Vec<usize> = batch
+        .iter()
+        .map(|m| {
+            m.windows(marker.len())
+                .position(|w| w == marker)
+                .expect("run id in the message")
+        })
+        .collect();
+    let mut pass: u32 = 0;
+    let mut relabel = |batch: &mut Vec<Vec<u8>>| {
+        pass += 1;
+        let prefix = format!("{pass:08x}");
+        for (m, at) in batch.iter_mut().zip(&id_at) {
+            m[*at..*at + 8].copy_from_slice(prefix.as_bytes());
+        }
+    };
+    let mut agg = aggregator();
+    let mut clock = 1_787_407_391_000_000_000_i64;
+    while agg.outcome_memory().len() < 1_000_000 {
+        relabel(&mut batch);
+        for m in &batch {
+            clock += 1;
+            agg.apply(&decode(Some(m), 1 << 24).unwrap(), clock);
+        }
+    }
+    let mut group = c.benchmark_group(format!("at_cap_small_{mean}B"));
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("decode_and_aggregate", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                relabel(&mut batch);
+                let start = std::time::Instant::now();
+                for m in &batch {
+                    clock += 1;
+                    black_box(agg.apply(&decode(Some(m), 1 << 24).unwrap(), clock));
+                }
+                spent += start.elapsed();
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_at_cap);
 criterion_main!(benches);
