@@ -6,6 +6,7 @@
 
 use crate::decode::{DecodeError, RejectReason};
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -53,6 +54,8 @@ pub struct Telemetry {
     kafka_errors: IntCounterVec,
     offset_store_failures: IntCounter,
     rejected_log: LogRateLimit,
+    /// One warning a second per error code: a broker outage repeats the same error many times.
+    kafka_error_log: Mutex<HashMap<String, LogRateLimit>>,
 }
 
 impl Telemetry {
@@ -152,6 +155,7 @@ impl Telemetry {
             kafka_errors,
             offset_store_failures,
             rejected_log: LogRateLimit::new(rejected_per_second),
+            kafka_error_log: Mutex::new(HashMap::new()),
         }
     }
 
@@ -305,7 +309,8 @@ impl LagReported {
     }
 }
 
-/// An error the Kafka client reported (it keeps retrying by itself).
+/// An error the Kafka client reported (it keeps retrying by itself). Counted always, logged at
+/// most once a second per code.
 pub struct KafkaClientError<'a> {
     pub code: &'a str,
     pub reason: &'a str,
@@ -314,7 +319,27 @@ pub struct KafkaClientError<'a> {
 impl KafkaClientError<'_> {
     pub fn emit(self, telemetry: &Telemetry) {
         telemetry.kafka_errors.with_label_values(&[self.code]).inc();
-        tracing::warn!(code = self.code, reason = self.reason, "kafka client error");
+        let admitted = {
+            let mut limits = telemetry
+                .kafka_error_log
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match limits.get(self.code) {
+                Some(limit) => limit.admit(),
+                None => limits
+                    .entry(self.code.to_string())
+                    .or_insert_with(|| LogRateLimit::new(1))
+                    .admit(),
+            }
+        };
+        if let Some(suppressed) = admitted {
+            tracing::warn!(
+                code = self.code,
+                reason = self.reason,
+                suppressed_since_last_warning = suppressed,
+                "kafka client error"
+            );
+        }
     }
 }
 
@@ -371,6 +396,25 @@ mod tests {
         assert_eq!(limit.admit_at(101), Some(0));
         let off = LogRateLimit::new(0);
         assert_eq!(off.admit_at(5), None);
+    }
+
+    #[test]
+    fn kafka_errors_are_all_counted_though_logged_once_a_second() {
+        let telemetry = Telemetry::new(10);
+        for _ in 0..10 {
+            KafkaClientError {
+                code: "AllBrokersDown",
+                reason: "2/2 brokers are down",
+            }
+            .emit(&telemetry);
+        }
+        assert_eq!(telemetry.kafka_errors.with_label_values(&["AllBrokersDown"]).get(), 10);
+        let limits = telemetry.kafka_error_log.lock().unwrap();
+        assert_eq!(limits.len(), 1);
+        assert!(
+            limits["AllBrokersDown"].admit_at(0).is_some(),
+            "a new second admits again"
+        );
     }
 
     #[test]

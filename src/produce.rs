@@ -1,10 +1,13 @@
 //! `produce`: sends updates to a topic, from a file (bytes unchanged) or simulated, for the demo,
 //! the tests and the benchmarks. Not part of the service's pipeline.
 
+use crate::events::{KafkaClientError, Telemetry};
 use crate::synthetic::{SyntheticTraffic, TrafficProfile};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use serde::Deserialize;
 use std::io::BufRead;
 use std::time::{Duration, Instant};
@@ -24,8 +27,42 @@ pub struct ProduceSummary {
     pub elapsed: Duration,
 }
 
+/// The producer's errors go through the same event as the consumer's: counted, and logged at most
+/// once a second per code (a broker outage repeats them many times a second).
+struct ProducerLog {
+    telemetry: Telemetry,
+    undelivered: std::sync::atomic::AtomicU64,
+}
+
+impl ClientContext for ProducerLog {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error
+            .rdkafka_error_code()
+            .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
+        KafkaClientError { code: &code, reason }.emit(&self.telemetry);
+    }
+}
+
+impl ProducerContext for ProducerLog {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.undelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let code = error
+                .rdkafka_error_code()
+                .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
+            KafkaClientError {
+                code: &code,
+                reason: "delivery failed",
+            }
+            .emit(&self.telemetry);
+        }
+    }
+}
+
 struct Sender {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<ProducerLog>,
     topic: String,
     summary: ProduceSummary,
     started: Instant,
@@ -43,7 +80,10 @@ impl Sender {
             config.set(key, value);
         }
         Ok(Sender {
-            producer: config.create()?,
+            producer: config.create_with_context(ProducerLog {
+                telemetry: Telemetry::new(0),
+                undelivered: Default::default(),
+            })?,
             topic: target.topic.to_string(),
             summary: ProduceSummary::default(),
             started: Instant::now(),
@@ -70,8 +110,18 @@ impl Sender {
         Ok(())
     }
 
-    fn finish(self) -> Result<ProduceSummary, KafkaError> {
+    fn finish(self) -> anyhow::Result<ProduceSummary> {
         self.producer.flush(Duration::from_secs(60))?;
+        let undelivered = self
+            .producer
+            .context()
+            .undelivered
+            .load(std::sync::atomic::Ordering::Relaxed);
+        anyhow::ensure!(
+            undelivered == 0,
+            "{undelivered} of {} messages could not be delivered",
+            self.summary.messages
+        );
         Ok(ProduceSummary {
             elapsed: self.started.elapsed(),
             ..self.summary
@@ -111,7 +161,7 @@ pub fn produce_lines(target: &ProduceTarget<'_>, reader: impl BufRead) -> anyhow
         }
         sender.send(key_of(&line).as_deref(), &line)?;
     }
-    Ok(sender.finish()?)
+    sender.finish()
 }
 
 /// Sends simulated traffic: `count` messages (`None`: until `stop` says so), paced at the
@@ -138,7 +188,7 @@ pub fn produce_synthetic(
         }
         sender.send(message.key.as_deref(), &message.payload)?;
     }
-    Ok(sender.finish()?)
+    sender.finish()
 }
 
 #[cfg(test)]
