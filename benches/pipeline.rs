@@ -52,6 +52,7 @@ fn aggregator() -> Aggregator {
     Aggregator::new(
         AggregateSettings {
             duration_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
+            queue_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
             failure_ratio_windows: vec![("5m".into(), 300_000_000_000), ("1h".into(), 3_600_000_000_000)],
             workflow_names: HashMap::new(),
             outcome_memory: OutcomeMemoryLimits {

@@ -74,6 +74,9 @@ pub struct MetricsConfig {
     /// Upper bounds of `hatchet_workflow_run_duration_seconds`, strictly increasing. Default: 5 ms to
     /// one day (22 buckets).
     pub duration_buckets_seconds: Vec<f64>,
+    /// Upper bounds of `hatchet_workflow_run_queue_seconds`, strictly increasing. Default: the same
+    /// 5 ms to one day as the durations.
+    pub queue_buckets_seconds: Vec<f64>,
     /// Windows of `hatchet_workflow_failure_ratio`, each also its `window` label. Default
     /// `["5m", "1h"]`.
     pub failure_ratio_windows: Vec<String>,
@@ -133,6 +136,7 @@ impl Default for MetricsConfig {
     fn default() -> MetricsConfig {
         MetricsConfig {
             duration_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
+            queue_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
             failure_ratio_windows: vec!["5m".into(), "1h".into()],
         }
     }
@@ -164,6 +168,24 @@ fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error>
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"5m\" or \"1h\" ({e})"))
+}
+
+/// Histogram bounds must be finite, non-negative and strictly increasing: `(index, why)` if not.
+fn check_buckets(buckets: &[f64]) -> Result<(), (Option<usize>, String)> {
+    if buckets.is_empty() {
+        return Err((None, "must list at least one bucket".into()));
+    }
+    for (i, le) in buckets.iter().enumerate() {
+        if !le.is_finite() || *le < 0.0 {
+            let why = format!("{le} is not a finite, non-negative number of seconds (+Inf is always added)");
+            return Err((Some(i), why));
+        }
+        if i > 0 && buckets[i - 1] >= *le {
+            let why = format!("buckets must be strictly increasing, {le} follows {}", buckets[i - 1]);
+            return Err((Some(i), why));
+        }
+    }
+    Ok(())
 }
 
 /// librdkafka properties that this service sets itself: overriding them would break its
@@ -286,25 +308,15 @@ impl Config {
                 );
             }
         }
-        let buckets = &self.metrics.duration_buckets_seconds;
-        if buckets.is_empty() {
-            return fail(
+        for (key, buckets) in [
+            (
                 "metrics.duration_buckets_seconds",
-                "must list at least one bucket".into(),
-            );
-        }
-        for (i, le) in buckets.iter().enumerate() {
-            if !le.is_finite() || *le < 0.0 {
-                return fail(
-                    &format!("metrics.duration_buckets_seconds[{i}]"),
-                    format!("{le} is not a finite, non-negative number of seconds (+Inf is always added)"),
-                );
-            }
-            if i > 0 && buckets[i - 1] >= *le {
-                return fail(
-                    &format!("metrics.duration_buckets_seconds[{i}]"),
-                    format!("buckets must be strictly increasing, {le} follows {}", buckets[i - 1]),
-                );
+                &self.metrics.duration_buckets_seconds,
+            ),
+            ("metrics.queue_buckets_seconds", &self.metrics.queue_buckets_seconds),
+        ] {
+            if let Err((at, why)) = check_buckets(buckets) {
+                return fail(&at.map_or_else(|| key.to_string(), |i| format!("{key}[{i}]")), why);
             }
         }
         if self.metrics.failure_ratio_windows.is_empty() {
@@ -362,6 +374,7 @@ impl Config {
     pub fn aggregate_settings(&self) -> AggregateSettings {
         AggregateSettings {
             duration_buckets_seconds: self.metrics.duration_buckets_seconds.clone(),
+            queue_buckets_seconds: self.metrics.queue_buckets_seconds.clone(),
             failure_ratio_windows: (self.metrics.failure_ratio_windows.iter())
                 .filter_map(|text| {
                     let nanos = parse_duration(text).ok()?.as_nanos();
@@ -442,6 +455,12 @@ mod tests {
                 "duration_buckets_seconds[1]",
                 "increasing",
             ),
+            (
+                "[metrics]\nqueue_buckets_seconds = [0.5, 0.5]",
+                "metrics.queue_buckets_seconds[1]",
+                "increasing",
+            ),
+            ("[metrics]\nqueue_buckets_seconds = []", "metrics.queue_buckets_seconds", "at least one"),
             (
                 "[metrics]\nduration_buckets_seconds = [-1.0]",
                 "duration_buckets_seconds[0]",

@@ -107,7 +107,11 @@ async fn counts_outcomes_exactly_through_a_real_broker() {
         Outgoing::json("r3", &a("r3", "RUNNING", &at(5.0), ZERO)),
         Outgoing::json("r3", &a("r3", "COMPLETED", &at(5.0), &at(1.0))),
         Outgoing::json("r3", &r3_failed), // a stale copy of the first finish
-        Outgoing::json("b1", &b("b1", "FAILED", &at(3.0), &at(2.0))),
+        Outgoing::json("b1", &{
+            let mut b1 = b("b1", "FAILED", &at(3.0), &at(2.0));
+            b1["createdAt"] = json!(at(4.5));
+            b1
+        }),
         Outgoing::json("b2", &b("b2", "FAILED", &ts_minus5(b2_start), &ts_minus5(b2_at))),
         Outgoing::json("b2", &b("b2", "FAILED", &ts(b2_start), &ts(b2_at))), // same instant, other offset
         Outgoing::raw(b"{\"metadata\": "),
@@ -159,6 +163,20 @@ async fn counts_outcomes_exactly_through_a_real_broker() {
         )
         .unwrap();
     assert!((sum - 9.5).abs() < 0.01, "{sum}");
+
+    // Queue wait: createdAt (2026-08-22) to startedAt (now) for r1, r2, r3's replay and r3; 1.5 s for b1.
+    let queue = |w: &[(&'static str, &'static str)], status, le| {
+        m.get(
+            "hatchet_workflow_run_queue_seconds_bucket",
+            &with(w, &[("status", status), ("le", le)]),
+        )
+    };
+    assert_eq!(queue(&wa, "COMPLETED", "86400"), Some(0.0));
+    assert_eq!(queue(&wa, "COMPLETED", "+Inf"), Some(3.0));
+    assert_eq!(queue(&wa, "FAILED", "+Inf"), Some(1.0));
+    assert_eq!(queue(&wa, "CANCELLED", "+Inf"), Some(0.0), "never started");
+    assert_eq!(queue(&wb, "FAILED", "1"), Some(0.0));
+    assert_eq!(queue(&wb, "FAILED", "2.5"), Some(1.0));
 
     assert_eq!(
         m.get("hatchet_workflow_failure_ratio", &with(&wa, &[("window", "5m")])),

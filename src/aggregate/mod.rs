@@ -28,6 +28,8 @@ pub const OUTCOME_STATUSES: [V1TaskStatus; 3] =
 pub struct AggregateSettings {
     /// Upper bounds of the duration histogram, strictly increasing, in seconds.
     pub duration_buckets_seconds: Vec<f64>,
+    /// Upper bounds of the queue-wait histogram, strictly increasing, in seconds.
+    pub queue_buckets_seconds: Vec<f64>,
     /// Failure-ratio window lengths with their label (`"5m"`), in nanoseconds.
     pub failure_ratio_windows: Vec<(String, i64)>,
     /// Names that override the name derived from `displayName`.
@@ -89,6 +91,8 @@ impl DurationHistogram {
 pub struct OutcomeStats {
     pub runs: u64,
     pub duration: DurationHistogram,
+    /// From `createdAt` to `startedAt`, for outcomes that started.
+    pub queue: DurationHistogram,
 }
 
 /// Everything kept for one series of a workflow (`tenant_id`, `workflow` labels).
@@ -170,6 +174,9 @@ impl Aggregator {
         if let Some(seconds) = duration_seconds {
             outcome.duration.observe(bounds, seconds);
         }
+        if let Some(seconds) = queue_wait_seconds(run) {
+            outcome.queue.observe(&self.settings.queue_buckets_seconds, seconds);
+        }
         let failed = run.status == V1TaskStatus::Failed;
         for window in &mut stats.failure_windows {
             window.record(event_nanos, failed);
@@ -195,10 +202,10 @@ impl Aggregator {
         let at = match self.series_by_label.get(&(update.tenant, name.clone())) {
             Some(&at) => at,
             None => {
-                let bounds = self.settings.duration_buckets_seconds.len();
                 let outcome = OutcomeStats {
                     runs: 0,
-                    duration: DurationHistogram::new(bounds),
+                    duration: DurationHistogram::new(self.settings.duration_buckets_seconds.len()),
+                    queue: DurationHistogram::new(self.settings.queue_buckets_seconds.len()),
                 };
                 self.series.push(WorkflowStats {
                     tenant: update.tenant,
@@ -262,6 +269,14 @@ pub fn run_duration_seconds(run: &V1WorkflowRun<'_>) -> Option<f64> {
             .filter(|ms| (0..=MAX_TRUSTED_DURATION_MS).contains(ms))
             .map(|ms| ms as f64 / 1000.0),
     }
+}
+
+/// How long the run waited to start: from its `createdAt` (`metadata.createdAt` when absent) to
+/// `startedAt` (of the latest attempt, after retries). `None` when it never started or the
+/// timestamps are out of order.
+pub fn queue_wait_seconds(run: &V1WorkflowRun<'_>) -> Option<f64> {
+    let created = run.created_at.unwrap_or(run.metadata.created_at);
+    seconds_between(&created, &run.started_at?)
 }
 
 fn seconds_between(started: &Timestamp, finished: &Timestamp) -> Option<f64> {

@@ -11,6 +11,7 @@ const ZERO: &str = "0001-01-01T00:00:00Z";
 fn settings() -> AggregateSettings {
     AggregateSettings {
         duration_buckets_seconds: vec![0.1, 1.0, 10.0],
+        queue_buckets_seconds: vec![1.0, 60.0],
         failure_ratio_windows: vec![("5m".into(), 300 * S), ("1h".into(), 3600 * S)],
         workflow_names: HashMap::new(),
         outcome_memory: OutcomeMemoryLimits {
@@ -329,4 +330,34 @@ fn replay_runs_on_the_files_own_time() {
         2,
         "both cancellations are counted"
     );
+}
+
+#[test]
+fn queue_wait_from_created_at_to_started_at() {
+    let wait = |fields: Value| queue_wait_seconds(&update(&doc("r", WF_A, "COMPLETED", fields)).run);
+    // doc(): createdAt and metadata.createdAt are 14:00:00.
+    assert_eq!(wait(json!({"startedAt": "2026-08-22T14:00:01.5Z"})), Some(1.5));
+    assert_eq!(
+        wait(json!({"createdAt": "2026-08-22T13:59:59Z", "startedAt": "2026-08-22T14:00:01Z"})),
+        Some(2.0)
+    );
+    assert_eq!(
+        wait(json!({"createdAt": null, "startedAt": "2026-08-22T14:00:03Z"})),
+        Some(3.0),
+        "metadata.createdAt"
+    );
+    assert_eq!(wait(json!({"startedAt": ZERO})), None, "never started");
+    assert_eq!(
+        wait(json!({"startedAt": "2026-08-22T13:59:00Z"})),
+        None,
+        "started before it was created"
+    );
+
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
+    let started = finished("a", WF_A, "COMPLETED", "2026-08-22T14:00:30Z", "2026-08-22T14:00:31Z");
+    agg.apply(&update(&started), 0);
+    agg.apply(&update(&doc("b", WF_A, "CANCELLED", json!({}))), 0);
+    let s = stats(&agg, "DAGWorkflow");
+    assert_eq!(&s.outcomes[0].queue.bucket_counts[..], &[0, 1, 0], "30 s: le=60");
+    assert_eq!(s.outcomes[2].queue.count, 0, "cancelled while queued: no wait observed");
 }

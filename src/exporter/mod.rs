@@ -6,7 +6,7 @@
 
 pub mod http;
 
-use crate::aggregate::{Aggregator, OUTCOME_STATUSES};
+use crate::aggregate::{Aggregator, DurationHistogram, OutcomeStats, OUTCOME_STATUSES};
 use crate::decode::Uuid128;
 use crate::events::Telemetry;
 use crate::pipeline::Pipeline;
@@ -25,15 +25,16 @@ pub enum WindowEnd {
 struct SeriesSnapshot {
     tenant: String,
     workflow: String,
-    /// Per outcome status: runs, then histogram bucket counts (not cumulative), sum and count.
-    outcomes: [(u64, Box<[u64]>, f64, u64); 3],
+    /// In the order of `OUTCOME_STATUSES`.
+    outcomes: [OutcomeStats; 3],
     /// Per configured window: the failure ratio, `None` when the window is empty.
     ratios: Vec<Option<f64>>,
 }
 
 /// What one scrape shows, copied out of the aggregation.
 pub struct Snapshot {
-    bounds: Vec<f64>,
+    duration_bounds: Vec<f64>,
+    queue_bounds: Vec<f64>,
     windows: Vec<String>,
     series: Vec<SeriesSnapshot>,
     remembered: usize,
@@ -52,10 +53,7 @@ impl Snapshot {
             .map(|s| SeriesSnapshot {
                 tenant: format_uuid(s.tenant),
                 workflow: s.workflow.clone(),
-                outcomes: s
-                    .outcomes
-                    .clone()
-                    .map(|o| (o.runs, o.duration.bucket_counts, o.duration.sum, o.duration.count)),
+                outcomes: s.outcomes.clone(),
                 ratios: (s.failure_windows.iter())
                     .map(|w| end_nanos.and_then(|end| w.ratio(end)))
                     .collect(),
@@ -64,7 +62,8 @@ impl Snapshot {
         series.sort_by(|a, b| (&a.tenant, &a.workflow).cmp(&(&b.tenant, &b.workflow)));
         let memory = aggregator.outcome_memory();
         Snapshot {
-            bounds: settings.duration_buckets_seconds.clone(),
+            duration_bounds: settings.duration_buckets_seconds.clone(),
+            queue_bounds: settings.queue_buckets_seconds.clone(),
             windows: settings
                 .failure_ratio_windows
                 .iter()
@@ -86,33 +85,24 @@ impl Snapshot {
                     out,
                     "hatchet_workflow_runs_total",
                     &labels(s, Some(status.as_str()), None),
-                    outcome.0 as f64,
+                    outcome.runs as f64,
                 );
             }
         }
-        header(out, "hatchet_workflow_run_duration_seconds", "histogram", "Duration of workflow runs from startedAt to finishedAt, by outcome; runs without a trustworthy duration are counted in hatchet_workflow_runs_total only.");
-        for s in &self.series {
-            for (status, (_, buckets, sum, count)) in OUTCOME_STATUSES.iter().zip(&s.outcomes) {
-                let base = labels(s, Some(status.as_str()), None);
-                let mut cumulative = 0;
-                for (i, n) in buckets.iter().enumerate() {
-                    cumulative += n;
-                    let le = self
-                        .bounds
-                        .get(i)
-                        .map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
-                    let with_le = format!("{base},le=\"{le}\"");
-                    sample(
-                        out,
-                        "hatchet_workflow_run_duration_seconds_bucket",
-                        &with_le,
-                        cumulative as f64,
-                    );
-                }
-                sample(out, "hatchet_workflow_run_duration_seconds_sum", &base, *sum);
-                sample(out, "hatchet_workflow_run_duration_seconds_count", &base, *count as f64);
-            }
-        }
+        self.render_histogram(
+            out,
+            "hatchet_workflow_run_duration_seconds",
+            "Duration of workflow runs from startedAt to finishedAt, by outcome; runs without a trustworthy duration are counted in hatchet_workflow_runs_total only.",
+            &self.duration_bounds,
+            |o| &o.duration,
+        );
+        self.render_histogram(
+            out,
+            "hatchet_workflow_run_queue_seconds",
+            "Time workflow runs waited from createdAt to startedAt (of the latest attempt), by outcome; runs that never started are not observed.",
+            &self.queue_bounds,
+            |o| &o.queue,
+        );
         header(out, "hatchet_workflow_failure_ratio", "gauge", "FAILED outcomes over all outcomes whose finishedAt lies in the window; absent while the window holds no outcome.");
         for s in &self.series {
             for (window, ratio) in self.windows.iter().zip(&s.ratios) {
@@ -151,6 +141,40 @@ impl Snapshot {
             "why=\"cap\"",
             self.forgotten_at_cap as f64,
         );
+    }
+}
+
+impl Snapshot {
+    fn render_histogram(
+        &self,
+        out: &mut String,
+        name: &str,
+        help: &str,
+        bounds: &[f64],
+        histogram: impl Fn(&OutcomeStats) -> &DurationHistogram,
+    ) {
+        header(out, name, "histogram", help);
+        let les: Vec<String> = (bounds.iter().map(|b| format_float(*b)))
+            .chain(["+Inf".to_string()])
+            .collect();
+        for s in &self.series {
+            for (status, outcome) in OUTCOME_STATUSES.iter().zip(&s.outcomes) {
+                let h = histogram(outcome);
+                let base = labels(s, Some(status.as_str()), None);
+                let mut cumulative = 0;
+                for (n, le) in h.bucket_counts.iter().zip(&les) {
+                    cumulative += n;
+                    sample(
+                        out,
+                        &format!("{name}_bucket"),
+                        &format!("{base},le=\"{le}\""),
+                        cumulative as f64,
+                    );
+                }
+                sample(out, &format!("{name}_sum"), &base, h.sum);
+                sample(out, &format!("{name}_count"), &base, h.count as f64);
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ fn aggregator(names: &[(&str, &str)]) -> Aggregator {
     Aggregator::new(
         AggregateSettings {
             duration_buckets_seconds: vec![1.0, 10.0],
+            queue_buckets_seconds: vec![1.0],
             failure_ratio_windows: vec![("5m".into(), 300 * S)],
             workflow_names: names
                 .iter()
