@@ -55,6 +55,8 @@ fn aggregator() -> Aggregator {
             queue_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
             failure_ratio_windows: vec![("5m".into(), 300_000_000_000), ("1h".into(), 3_600_000_000_000)],
             workflow_names: HashMap::new(),
+            max_workflows: 10_000,
+            idle_expiry_nanos: 48 * 3_600_000_000_000,
             outcome_memory: OutcomeMemoryLimits {
                 max_entries: 1_000_000,
                 max_age_nanos: 6 * 3_600_000_000_000,

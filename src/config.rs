@@ -77,6 +77,15 @@ pub struct MetricsConfig {
     /// Upper bounds of `hatchet_workflow_run_queue_seconds`, strictly increasing. Default: the same
     /// 5 ms to one day as the durations.
     pub queue_buckets_seconds: Vec<f64>,
+    /// At most this many workflows (all tenants together) get series of their own; updates of
+    /// workflows beyond it are counted in their tenant's `workflow="__overflow__"` series, and in
+    /// `hatchet_run_metrics_overflow_updates_total`. Default 10000.
+    pub max_workflows: usize,
+    /// A workflow without any update for this long drops out of the exposition and frees its
+    /// memory (its counters restart from zero if it comes back). Default `"48h"`: a workflow that
+    /// runs once a day, even with a day skipped, stays.
+    #[serde(deserialize_with = "human_duration")]
+    pub idle_expiry: Duration,
     /// Windows of `hatchet_workflow_failure_ratio`, each also its `window` label. Default
     /// `["5m", "1h"]`.
     pub failure_ratio_windows: Vec<String>,
@@ -137,6 +146,8 @@ impl Default for MetricsConfig {
         MetricsConfig {
             duration_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
             queue_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
+            max_workflows: 10_000,
+            idle_expiry: Duration::from_secs(48 * 3600),
             failure_ratio_windows: vec!["5m".into(), "1h".into()],
         }
     }
@@ -319,6 +330,12 @@ impl Config {
                 return fail(&at.map_or_else(|| key.to_string(), |i| format!("{key}[{i}]")), why);
             }
         }
+        if self.metrics.max_workflows == 0 {
+            return fail("metrics.max_workflows", "must be at least 1".into());
+        }
+        if self.metrics.idle_expiry < Duration::from_secs(60) {
+            return fail("metrics.idle_expiry", "must be at least 1m".into());
+        }
         if self.metrics.failure_ratio_windows.is_empty() {
             return fail("metrics.failure_ratio_windows", "must list at least one window".into());
         }
@@ -388,6 +405,8 @@ impl Config {
                 max_entries: self.outcomes.max_remembered,
                 max_age_nanos: i64::try_from(self.outcomes.max_age.as_nanos()).unwrap_or(i64::MAX),
             },
+            max_workflows: self.metrics.max_workflows,
+            idle_expiry_nanos: i64::try_from(self.metrics.idle_expiry.as_nanos()).unwrap_or(i64::MAX),
         }
     }
 }
@@ -481,6 +500,8 @@ mod tests {
                 "failure_ratio_windows[0]",
                 "not a duration",
             ),
+            ("[metrics]\nmax_workflows = 0", "metrics.max_workflows", "at least 1"),
+            ("[metrics]\nidle_expiry = \"30s\"", "metrics.idle_expiry", "at least 1m"),
             (
                 "[outcomes]\nmax_remembered = 0",
                 "outcomes.max_remembered",

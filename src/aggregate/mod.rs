@@ -35,7 +35,18 @@ pub struct AggregateSettings {
     /// Names that override the name derived from `displayName`.
     pub workflow_names: HashMap<Uuid128, String>,
     pub outcome_memory: OutcomeMemoryLimits,
+    /// At most this many workflow series (all tenants together); new workflows beyond it are
+    /// folded into their tenant's [`OVERFLOW_WORKFLOW`] series.
+    pub max_workflows: usize,
+    /// A series without any update for this long is dropped (nanoseconds).
+    pub idle_expiry_nanos: i64,
 }
+
+/// The `workflow` label of the series that takes in workflows beyond `max_workflows`.
+pub const OVERFLOW_WORKFLOW: &str = "__overflow__";
+
+/// How often (on the aggregator's clock) idle series are looked for.
+const IDLE_SWEEP_NANOS: i64 = 60_000_000_000;
 
 /// Which clock the windows and the outcome memory run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +115,10 @@ pub struct WorkflowStats {
     pub outcomes: [OutcomeStats; 3],
     /// In the order of `AggregateSettings::failure_ratio_windows`.
     pub failure_windows: Vec<FailureRatioWindow>,
+    /// When the series last had an update (the aggregator's clock).
+    pub last_update_nanos: i64,
+    /// The workflow ids that map to this series (to forget them with it).
+    workflow_ids: Vec<Uuid128>,
 }
 
 /// Per-workflow statistics of every run seen, plus the memory of counted outcomes.
@@ -114,7 +129,14 @@ pub struct Aggregator {
     /// (a workflow deleted and created again) share one series, as the labels cannot tell them apart.
     workflows: FxHashMap<(Uuid128, Uuid128), usize>,
     series_by_label: HashMap<(Uuid128, String), usize>,
-    series: Vec<WorkflowStats>,
+    /// Indexed by series id. A dropped series leaves `None`: ids are never reused, so nothing
+    /// that still holds an old id can count into another workflow.
+    series: Vec<Option<WorkflowStats>>,
+    live_series: usize,
+    /// Updates of workflows folded into an overflow series, and series dropped as idle.
+    pub folded_updates: u64,
+    pub expired_series: u64,
+    last_sweep_nanos: i64,
     outcomes: OutcomeMemory,
     clock: Clock,
     /// Latest `finishedAt` of a counted outcome: the end of the windows when replaying a file.
@@ -129,6 +151,10 @@ impl Aggregator {
             workflows: FxHashMap::default(),
             series_by_label: HashMap::new(),
             series: Vec::new(),
+            live_series: 0,
+            folded_updates: 0,
+            expired_series: 0,
+            last_sweep_nanos: i64::MIN,
             clock,
             latest_finished_nanos: None,
         }
@@ -141,18 +167,25 @@ impl Aggregator {
     /// Applies one update processed at `wall_nanos` (unix nanoseconds, the wall clock).
     pub fn apply(&mut self, update: &RunUpdate<'_>, wall_nanos: i64) -> Applied {
         let run = &update.run;
-        let at = self.series_for(update);
-        if !run.status.is_terminal() {
-            return Applied::InProgress;
-        }
+        let terminal = run.status.is_terminal();
         // Instants i64 nanoseconds cannot hold (before 1677, after 2262) are clamped.
-        let finished = run.finished_at.map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        let finished = run
+            .finished_at
+            .filter(|_| terminal)
+            .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
         let now = match self.clock {
             Clock::Wall => wall_nanos,
             // The file's own time, this outcome included. Before any finishedAt, an outcome
             // without one belongs to no window.
             Clock::Replay => self.latest_finished_nanos.max(finished).unwrap_or(i64::MIN),
         };
+        let at = self.series_for(update, now);
+        if now.saturating_sub(self.last_sweep_nanos) >= IDLE_SWEEP_NANOS {
+            self.drop_idle_series(now);
+        }
+        if !terminal {
+            return Applied::InProgress;
+        }
         let key = OutcomeKey::new(update.run_key, finished.unwrap_or(NOT_FINISHED));
         if !self.outcomes.remember(key, now) {
             return Applied::Duplicate;
@@ -168,7 +201,9 @@ impl Aggregator {
         };
 
         let bounds = &self.settings.duration_buckets_seconds;
-        let stats = &mut self.series[at];
+        let Some(stats) = self.series[at].as_mut() else {
+            return Applied::InProgress; // unreachable: series_for returns a live series
+        };
         let outcome = &mut stats.outcomes[outcome_index(run.status)];
         outcome.runs += 1;
         if let Some(seconds) = duration_seconds {
@@ -187,46 +222,109 @@ impl Aggregator {
         }
     }
 
-    fn series_for(&mut self, update: &RunUpdate<'_>) -> usize {
+    /// The series of the update's workflow, created on first sight (or the tenant's overflow
+    /// series at the cap); `now` marks it as updated.
+    fn series_for(&mut self, update: &RunUpdate<'_>, now: i64) -> usize {
         let key = (update.tenant, update.workflow);
-        if let Some(&at) = self.workflows.get(&key) {
-            return at;
-        }
-        let name = self
-            .settings
-            .workflow_names
-            .get(&update.workflow)
-            .cloned()
-            .or_else(|| workflow_name_from_display_name(&update.run.display_name).map(str::to_owned))
-            .unwrap_or_else(|| update.run.workflow_id.to_ascii_lowercase());
-        let at = match self.series_by_label.get(&(update.tenant, name.clone())) {
+        let at = match self.workflows.get(&key) {
             Some(&at) => at,
+            // At the cap, before any label is built: a flood of new workflow ids costs no memory.
+            None if self.live_series >= self.settings.max_workflows => {
+                self.folded_updates += 1;
+                match self
+                    .series_by_label
+                    .get(&(update.tenant, OVERFLOW_WORKFLOW.to_string()))
+                {
+                    Some(&at) => at,
+                    None => self.new_series(update.tenant, OVERFLOW_WORKFLOW.to_string(), None),
+                }
+            }
             None => {
-                let outcome = OutcomeStats {
-                    runs: 0,
-                    duration: DurationHistogram::new(self.settings.duration_buckets_seconds.len()),
-                    queue: DurationHistogram::new(self.settings.queue_buckets_seconds.len()),
+                let name = self
+                    .settings
+                    .workflow_names
+                    .get(&update.workflow)
+                    .cloned()
+                    .or_else(|| workflow_name_from_display_name(&update.run.display_name).map(str::to_owned))
+                    .unwrap_or_else(|| update.run.workflow_id.to_ascii_lowercase());
+                let at = match self.series_by_label.get(&(update.tenant, name.clone())) {
+                    Some(&at) => at,
+                    None => self.new_series(update.tenant, name, Some(update.workflow)),
                 };
-                self.series.push(WorkflowStats {
-                    tenant: update.tenant,
-                    workflow: name.clone(),
-                    outcomes: [outcome.clone(), outcome.clone(), outcome],
-                    failure_windows: (self.settings.failure_ratio_windows.iter())
-                        .map(|(_, length)| FailureRatioWindow::new(*length))
-                        .collect(),
-                });
-                self.series_by_label
-                    .insert((update.tenant, name), self.series.len() - 1);
-                self.series.len() - 1
+                if let Some(stats) = self.series[at].as_mut() {
+                    if !stats.workflow_ids.contains(&update.workflow) {
+                        stats.workflow_ids.push(update.workflow);
+                    }
+                }
+                self.workflows.insert(key, at);
+                at
             }
         };
-        self.workflows.insert(key, at);
+        if let Some(stats) = self.series[at].as_mut() {
+            stats.last_update_nanos = stats.last_update_nanos.max(now);
+        }
         at
     }
 
-    /// Every series, in no particular order.
-    pub fn series(&self) -> &[WorkflowStats] {
-        &self.series
+    fn new_series(&mut self, tenant: Uuid128, workflow: String, workflow_id: Option<Uuid128>) -> usize {
+        let outcome = OutcomeStats {
+            runs: 0,
+            duration: DurationHistogram::new(self.settings.duration_buckets_seconds.len()),
+            queue: DurationHistogram::new(self.settings.queue_buckets_seconds.len()),
+        };
+        let at = self.series.len();
+        self.series_by_label.insert((tenant, workflow.clone()), at);
+        self.series.push(Some(WorkflowStats {
+            tenant,
+            workflow,
+            outcomes: [outcome.clone(), outcome.clone(), outcome],
+            failure_windows: (self.settings.failure_ratio_windows.iter())
+                .map(|(_, length)| FailureRatioWindow::new(*length))
+                .collect(),
+            last_update_nanos: i64::MIN,
+            workflow_ids: workflow_id.into_iter().collect(),
+        }));
+        // Overflow series do not count against the cap, or the cap could lock them out.
+        if workflow_id.is_some() {
+            self.live_series += 1;
+        }
+        at
+    }
+
+    /// Drops the series without an update for `idle_expiry`: they leave the exposition and free
+    /// their memory; if the workflow comes back it starts again from zero (a counter reset, which
+    /// Prometheus's `rate` and `increase` handle).
+    fn drop_idle_series(&mut self, now: i64) {
+        self.last_sweep_nanos = now;
+        let horizon = now.saturating_sub(self.settings.idle_expiry_nanos);
+        for slot in &mut self.series {
+            // `i64::MIN`: only seen before a replayed file's clock started; not idle.
+            if slot
+                .as_ref()
+                .is_some_and(|s| s.last_update_nanos != i64::MIN && s.last_update_nanos < horizon)
+            {
+                if let Some(stats) = slot.take() {
+                    for id in &stats.workflow_ids {
+                        self.workflows.remove(&(stats.tenant, *id));
+                    }
+                    self.series_by_label.remove(&(stats.tenant, stats.workflow));
+                    if !stats.workflow_ids.is_empty() {
+                        self.live_series -= 1;
+                    }
+                    self.expired_series += 1;
+                }
+            }
+        }
+    }
+
+    /// Series currently tracked, overflow series excluded (what `max_workflows` caps).
+    pub fn tracked_workflows(&self) -> usize {
+        self.live_series
+    }
+
+    /// Every live series, in no particular order.
+    pub fn series(&self) -> impl Iterator<Item = &WorkflowStats> {
+        self.series.iter().flatten()
     }
 
     /// The end of the failure-ratio windows when replaying: the latest `finishedAt` counted.

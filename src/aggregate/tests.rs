@@ -14,6 +14,8 @@ fn settings() -> AggregateSettings {
         queue_buckets_seconds: vec![1.0, 60.0],
         failure_ratio_windows: vec![("5m".into(), 300 * S), ("1h".into(), 3600 * S)],
         workflow_names: HashMap::new(),
+        max_workflows: 1000,
+        idle_expiry_nanos: 48 * 3600 * S,
         outcome_memory: OutcomeMemoryLimits {
             max_entries: 1000,
             max_age_nanos: 3600 * S,
@@ -45,10 +47,7 @@ fn finished(run: &str, wf: &str, status: &str, start: &str, end: &str) -> Value 
 }
 
 fn stats<'a>(agg: &'a Aggregator, workflow: &str) -> &'a WorkflowStats {
-    agg.series()
-        .iter()
-        .find(|s| s.workflow == workflow)
-        .expect("series exists")
+    agg.series().find(|s| s.workflow == workflow).expect("series exists")
 }
 
 #[test]
@@ -218,7 +217,7 @@ fn workflow_labels() {
         &update(&doc("r4", WF_A, "RUNNING", json!({"displayName": "renamed-2"}))),
         0,
     );
-    let mut names: Vec<_> = agg.series().iter().map(|s| s.workflow.as_str()).collect();
+    let mut names: Vec<_> = agg.series().map(|s| s.workflow.as_str()).collect();
     names.sort();
     assert_eq!(
         names,
@@ -232,8 +231,8 @@ fn two_workflow_ids_with_one_name_share_a_series() {
     let mut agg = Aggregator::new(settings(), Clock::Wall);
     agg.apply(&update(&doc("r1", WF_A, "COMPLETED", json!({"duration": 1}))), 0);
     agg.apply(&update(&doc("r2", WF_B, "COMPLETED", json!({"duration": 1}))), 0);
-    assert_eq!(agg.series().len(), 1);
-    assert_eq!(agg.series()[0].outcomes[0].runs, 2);
+    assert_eq!(agg.series().count(), 1);
+    assert_eq!(agg.series().next().unwrap().outcomes[0].runs, 2);
 }
 
 fn at(text: &str) -> i64 {
@@ -360,4 +359,65 @@ fn queue_wait_from_created_at_to_started_at() {
     let s = stats(&agg, "DAGWorkflow");
     assert_eq!(&s.outcomes[0].queue.bucket_counts[..], &[0, 1, 0], "30 s: le=60");
     assert_eq!(s.outcomes[2].queue.count, 0, "cancelled while queued: no wait observed");
+}
+
+fn workflow_id(i: u32) -> String {
+    format!("{i:08x}-4f1a-4c55-8d2e-6a9f1c3b5d77")
+}
+
+#[test]
+fn workflows_beyond_the_cap_fold_into_overflow_and_a_flood_stays_bounded() {
+    let mut settings = settings();
+    settings.max_workflows = 2;
+    let mut agg = Aggregator::new(settings, Clock::Wall);
+    let now = at("2026-08-22T14:00:00Z");
+    for i in 0..100_000 {
+        let d = doc(
+            &format!("r{i}"),
+            &workflow_id(i),
+            "COMPLETED",
+            json!({"displayName": format!("wf{i}-1")}),
+        );
+        agg.apply(&update(&d), now);
+    }
+    let mut names: Vec<_> = agg
+        .series()
+        .map(|s| (s.workflow.as_str(), s.outcomes[0].runs))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [("__overflow__", 99_998), ("wf0", 1), ("wf1", 1)],
+        "counts merged, never lost"
+    );
+    assert_eq!(agg.tracked_workflows(), 2);
+    assert_eq!(agg.folded_updates, 99_998);
+    assert_eq!(agg.workflows.len(), 2, "folded workflow ids are not remembered");
+    assert_eq!(agg.series_by_label.len(), 3);
+    assert_eq!(agg.series.len(), 3);
+}
+
+#[test]
+fn idle_workflows_drop_out_and_come_back_from_zero() {
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
+    let t0 = at("2026-08-22T14:00:00Z");
+    let hour = 3600 * S;
+    let a = |id: &str| doc(id, WF_A, "COMPLETED", json!({"displayName": "daily-1"}));
+    let b = |id: &str| doc(id, WF_B, "COMPLETED", json!({"displayName": "busy-1"}));
+    agg.apply(&update(&a("a1")), t0);
+    agg.apply(&update(&b("b1")), t0);
+    // A daily workflow, a day later: still there.
+    agg.apply(&update(&b("b2")), t0 + 24 * hour);
+    agg.apply(&update(&a("a2")), t0 + 25 * hour);
+    assert_eq!(stats(&agg, "daily").outcomes[0].runs, 2);
+    // Then 48 h without an update: dropped at the next sweep, memory freed.
+    agg.apply(&update(&b("b3")), t0 + 74 * hour);
+    assert!(agg.series().all(|s| s.workflow != "daily"));
+    assert_eq!(agg.expired_series, 1);
+    assert_eq!(agg.tracked_workflows(), 1);
+    assert_eq!(agg.workflows.len(), 1);
+    // It comes back: a new series from zero.
+    agg.apply(&update(&a("a3")), t0 + 75 * hour);
+    assert_eq!(stats(&agg, "daily").outcomes[0].runs, 1);
+    assert_eq!(agg.tracked_workflows(), 2);
 }

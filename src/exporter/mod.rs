@@ -38,6 +38,9 @@ pub struct Snapshot {
     windows: Vec<String>,
     series: Vec<SeriesSnapshot>,
     remembered: usize,
+    tracked_workflows: usize,
+    overflow_updates: u64,
+    expired_workflows: u64,
     forgotten_at_cap: u64,
     forgotten_by_age: u64,
 }
@@ -49,7 +52,7 @@ impl Snapshot {
             WindowEnd::At(nanos) => Some(nanos),
             WindowEnd::LatestFinished => aggregator.latest_finished_nanos(),
         };
-        let mut series: Vec<SeriesSnapshot> = (aggregator.series().iter())
+        let mut series: Vec<SeriesSnapshot> = (aggregator.series())
             .map(|s| SeriesSnapshot {
                 tenant: format_uuid(s.tenant),
                 workflow: s.workflow.clone(),
@@ -71,6 +74,9 @@ impl Snapshot {
                 .collect(),
             series,
             remembered: memory.len(),
+            tracked_workflows: aggregator.tracked_workflows(),
+            overflow_updates: aggregator.folded_updates,
+            expired_workflows: aggregator.expired_series,
             forgotten_at_cap: memory.forgotten_at_cap,
             forgotten_by_age: memory.forgotten_by_age,
         }
@@ -116,6 +122,37 @@ impl Snapshot {
                 }
             }
         }
+        header(
+            out,
+            "hatchet_run_metrics_workflows_tracked",
+            "gauge",
+            "Workflows with series of their own (metrics.max_workflows caps it; overflow series excluded).",
+        );
+        sample(
+            out,
+            "hatchet_run_metrics_workflows_tracked",
+            "",
+            self.tracked_workflows as f64,
+        );
+        header(out, "hatchet_run_metrics_overflow_updates_total", "counter", "Updates of workflows beyond metrics.max_workflows, counted in their tenant's workflow=\"__overflow__\" series.");
+        sample(
+            out,
+            "hatchet_run_metrics_overflow_updates_total",
+            "",
+            self.overflow_updates as f64,
+        );
+        header(
+            out,
+            "hatchet_run_metrics_workflows_expired_total",
+            "counter",
+            "Workflow series dropped after metrics.idle_expiry without an update.",
+        );
+        sample(
+            out,
+            "hatchet_run_metrics_workflows_expired_total",
+            "",
+            self.expired_workflows as f64,
+        );
         header(
             out,
             "hatchet_run_metrics_outcomes_remembered",

@@ -16,6 +16,8 @@ fn aggregator(names: &[(&str, &str)]) -> Aggregator {
                 .iter()
                 .map(|(id, n)| (Uuid128::parse(id).unwrap(), n.to_string()))
                 .collect::<HashMap<_, _>>(),
+            max_workflows: 10_000,
+            idle_expiry_nanos: 48 * 3_600_000_000_000,
             outcome_memory: OutcomeMemoryLimits {
                 max_entries: 100,
                 max_age_nanos: 3600 * S,
