@@ -61,6 +61,7 @@ fn aggregator() -> Aggregator {
                 max_entries: 1_000_000,
                 max_age_nanos: 6 * 3_600_000_000_000,
             },
+            ..hatchet_run_metrics::config::Config::default().aggregate_settings()
         },
         Clock::Wall,
     )

@@ -5,6 +5,7 @@
 //! `config/hatchet-run-metrics.toml` documents every option with its default and must say the same
 //! as the doc comments below.
 
+use crate::aggregate::metadata_labels::MAX_METADATA_LABELS;
 use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings};
 use crate::decode::Uuid128;
 use serde::{Deserialize, Deserializer};
@@ -86,6 +87,12 @@ pub struct MetricsConfig {
     /// runs once a day, even with a day skipped, stays.
     #[serde(deserialize_with = "human_duration")]
     pub idle_expiry: Duration,
+    /// `additionalMetadata` keys that become extra labels of `hatchet_workflow_runs_total` and
+    /// `hatchet_workflow_run_duration_seconds` (an absent key gives an empty value). At most 4, each
+    /// a valid Prometheus label name. Default: none.
+    pub metadata_labels: Vec<String>,
+    /// Distinct values per metadata label; further values fold into `__overflow__`. Default 100.
+    pub metadata_label_max_values: usize,
     /// Windows of `hatchet_workflow_failure_ratio`, each also its `window` label. Default
     /// `["5m", "1h"]`.
     pub failure_ratio_windows: Vec<String>,
@@ -147,6 +154,8 @@ impl Default for MetricsConfig {
             duration_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
             queue_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
             max_workflows: 10_000,
+            metadata_labels: Vec::new(),
+            metadata_label_max_values: 100,
             idle_expiry: Duration::from_secs(48 * 3600),
             failure_ratio_windows: vec!["5m".into(), "1h".into()],
         }
@@ -330,6 +339,37 @@ impl Config {
                 return fail(&at.map_or_else(|| key.to_string(), |i| format!("{key}[{i}]")), why);
             }
         }
+        if self.metrics.metadata_labels.len() > MAX_METADATA_LABELS {
+            return fail(
+                "metrics.metadata_labels",
+                format!("at most {MAX_METADATA_LABELS} labels"),
+            );
+        }
+        for (i, name) in self.metrics.metadata_labels.iter().enumerate() {
+            let key = format!("metrics.metadata_labels[{i}]");
+            let valid = name
+                .chars()
+                .enumerate()
+                .all(|(at, c)| c == '_' || c.is_ascii_alphabetic() || (at > 0 && c.is_ascii_digit()));
+            if name.is_empty() || !valid || name.starts_with("__") {
+                return fail(
+                    &key,
+                    format!("{name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"),
+                );
+            }
+            if ["tenant_id", "workflow", "status", "le", "window", "quantile"].contains(&name.as_str()) {
+                return fail(&key, format!("{name:?} is a label of its own already"));
+            }
+            if self.metrics.metadata_labels[..i].contains(name) {
+                return fail(&key, format!("{name:?} is listed twice"));
+            }
+        }
+        if !(1..=10_000).contains(&self.metrics.metadata_label_max_values) {
+            return fail(
+                "metrics.metadata_label_max_values",
+                "must lie between 1 and 10000".into(),
+            );
+        }
         if self.metrics.max_workflows == 0 {
             return fail("metrics.max_workflows", "must be at least 1".into());
         }
@@ -406,6 +446,8 @@ impl Config {
                 max_age_nanos: i64::try_from(self.outcomes.max_age.as_nanos()).unwrap_or(i64::MAX),
             },
             max_workflows: self.metrics.max_workflows,
+            metadata_labels: self.metrics.metadata_labels.clone(),
+            metadata_label_max_values: self.metrics.metadata_label_max_values,
             idle_expiry_nanos: i64::try_from(self.metrics.idle_expiry.as_nanos()).unwrap_or(i64::MAX),
         }
     }
@@ -501,6 +543,11 @@ mod tests {
                 "not a duration",
             ),
             ("[metrics]\nmax_workflows = 0", "metrics.max_workflows", "at least 1"),
+            ("[metrics]\nmetadata_labels = [\"customer-tier\"]", "metrics.metadata_labels[0]", "label name"),
+            ("[metrics]\nmetadata_labels = [\"status\"]", "metrics.metadata_labels[0]", "of its own"),
+            ("[metrics]\nmetadata_labels = [\"a\", \"a\"]", "metrics.metadata_labels[1]", "twice"),
+            ("[metrics]\nmetadata_labels = [\"a\", \"b\", \"c\", \"d\", \"e\"]", "metrics.metadata_labels", "at most 4"),
+            ("[metrics]\nmetadata_label_max_values = 0", "metrics.metadata_label_max_values", "between"),
             ("[metrics]\nidle_expiry = \"30s\"", "metrics.idle_expiry", "at least 1m"),
             (
                 "[outcomes]\nmax_remembered = 0",

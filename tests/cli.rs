@@ -218,7 +218,14 @@ async fn produce_then_run_agrees_with_replay() {
 #[test]
 fn the_exposition_passes_promtool() {
     let file = temp_file("promtool.ndjson", &example_lines());
-    let output = binary(&["replay", file.to_str().unwrap()]);
+    // With every optional family on, so that promtool sees them all.
+    let config = temp_file(
+        "promtool.toml",
+        "[metrics]\nmetadata_labels = [\"customer_tier\", \"source\"]\n",
+    );
+    let output = binary(&["replay", file.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(text.contains("customer_tier=\"gold\",source=\"api\""), "{text}");
     assert!(output.status.success());
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

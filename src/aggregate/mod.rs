@@ -6,11 +6,13 @@
 //! can be unit-tested and benchmarked without Kafka or HTTP; the exporter reads it to render.
 
 pub mod failure_window;
+pub mod metadata_labels;
 pub mod outcome_memory;
 
 use crate::decode::{RunUpdate, Uuid128};
 use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
 use failure_window::FailureRatioWindow;
+use metadata_labels::{MetadataKey, MetadataLabels};
 use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits, NOT_FINISHED};
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
@@ -40,6 +42,10 @@ pub struct AggregateSettings {
     pub max_workflows: usize,
     /// A series without any update for this long is dropped (nanoseconds).
     pub idle_expiry_nanos: i64,
+    /// `additionalMetadata` keys that become labels of the outcome counter and duration histogram.
+    pub metadata_labels: Vec<String>,
+    /// Distinct values per metadata label before new ones fold into `__overflow__`.
+    pub metadata_label_max_values: usize,
 }
 
 /// The `workflow` label of the series that takes in workflows beyond `max_workflows`.
@@ -106,6 +112,13 @@ pub struct OutcomeStats {
     pub queue: DurationHistogram,
 }
 
+/// Outcome count and durations of one metadata-label combination.
+#[derive(Debug, Clone)]
+pub struct LabelledOutcome {
+    pub runs: u64,
+    pub duration: DurationHistogram,
+}
+
 /// Everything kept for one series of a workflow (`tenant_id`, `workflow` labels).
 #[derive(Debug, Clone)]
 pub struct WorkflowStats {
@@ -115,6 +128,9 @@ pub struct WorkflowStats {
     pub outcomes: [OutcomeStats; 3],
     /// In the order of `AggregateSettings::failure_ratio_windows`.
     pub failure_windows: Vec<FailureRatioWindow>,
+    /// Per combination of metadata-label values (only with `metadata_labels` configured), in the
+    /// order of [`OUTCOME_STATUSES`].
+    pub by_metadata: FxHashMap<MetadataKey, [LabelledOutcome; 3]>,
     /// When the series last had an update (the aggregator's clock).
     pub last_update_nanos: i64,
     /// The workflow ids that map to this series (to forget them with it).
@@ -138,6 +154,7 @@ pub struct Aggregator {
     pub expired_series: u64,
     last_sweep_nanos: i64,
     outcomes: OutcomeMemory,
+    metadata_labels: MetadataLabels,
     clock: Clock,
     /// Latest `finishedAt` of a counted outcome: the end of the windows when replaying a file.
     latest_finished_nanos: Option<i64>,
@@ -147,6 +164,7 @@ impl Aggregator {
     pub fn new(settings: AggregateSettings, clock: Clock) -> Aggregator {
         Aggregator {
             outcomes: OutcomeMemory::new(settings.outcome_memory),
+            metadata_labels: MetadataLabels::new(settings.metadata_labels.clone(), settings.metadata_label_max_values),
             settings,
             workflows: FxHashMap::default(),
             series_by_label: HashMap::new(),
@@ -200,11 +218,27 @@ impl Aggregator {
             (None, _) => now,
         };
 
+        let metadata_key =
+            (!self.metadata_labels.is_empty()).then(|| self.metadata_labels.key_of(run.additional_metadata));
         let bounds = &self.settings.duration_buckets_seconds;
         let Some(stats) = self.series[at].as_mut() else {
             return Applied::InProgress; // unreachable: series_for returns a live series
         };
-        let outcome = &mut stats.outcomes[outcome_index(run.status)];
+        let index = outcome_index(run.status);
+        if let Some(key) = metadata_key {
+            let labelled = stats.by_metadata.entry(key).or_insert_with(|| {
+                let empty = LabelledOutcome {
+                    runs: 0,
+                    duration: DurationHistogram::new(bounds.len()),
+                };
+                [empty.clone(), empty.clone(), empty]
+            });
+            labelled[index].runs += 1;
+            if let Some(seconds) = duration_seconds {
+                labelled[index].duration.observe(bounds, seconds);
+            }
+        }
+        let outcome = &mut stats.outcomes[index];
         outcome.runs += 1;
         if let Some(seconds) = duration_seconds {
             outcome.duration.observe(bounds, seconds);
@@ -281,6 +315,7 @@ impl Aggregator {
             failure_windows: (self.settings.failure_ratio_windows.iter())
                 .map(|(_, length)| FailureRatioWindow::new(*length))
                 .collect(),
+            by_metadata: FxHashMap::default(),
             last_update_nanos: i64::MIN,
             workflow_ids: workflow_id.into_iter().collect(),
         }));
@@ -330,6 +365,10 @@ impl Aggregator {
     /// The end of the failure-ratio windows when replaying: the latest `finishedAt` counted.
     pub fn latest_finished_nanos(&self) -> Option<i64> {
         self.latest_finished_nanos
+    }
+
+    pub fn metadata_labels(&self) -> &MetadataLabels {
+        &self.metadata_labels
     }
 
     pub fn outcome_memory(&self) -> &OutcomeMemory {

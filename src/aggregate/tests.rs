@@ -20,6 +20,7 @@ fn settings() -> AggregateSettings {
             max_entries: 1000,
             max_age_nanos: 3600 * S,
         },
+        ..crate::config::Config::default().aggregate_settings()
     }
 }
 

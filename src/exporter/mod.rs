@@ -6,7 +6,7 @@
 
 pub mod http;
 
-use crate::aggregate::{Aggregator, DurationHistogram, OutcomeStats, OUTCOME_STATUSES};
+use crate::aggregate::{Aggregator, DurationHistogram, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES};
 use crate::decode::Uuid128;
 use crate::events::Telemetry;
 use crate::pipeline::Pipeline;
@@ -27,12 +27,16 @@ struct SeriesSnapshot {
     workflow: String,
     /// In the order of `OUTCOME_STATUSES`.
     outcomes: [OutcomeStats; 3],
+    /// With metadata labels: the rendered extra labels (`,customer_tier="gold"`) of each
+    /// combination, sorted, and its outcomes.
+    by_metadata: Vec<(String, [LabelledOutcome; 3])>,
     /// Per configured window: the failure ratio, `None` when the window is empty.
     ratios: Vec<Option<f64>>,
 }
 
 /// What one scrape shows, copied out of the aggregation.
 pub struct Snapshot {
+    with_metadata_labels: bool,
     duration_bounds: Vec<f64>,
     queue_bounds: Vec<f64>,
     windows: Vec<String>,
@@ -57,6 +61,20 @@ impl Snapshot {
                 tenant: format_uuid(s.tenant),
                 workflow: s.workflow.clone(),
                 outcomes: s.outcomes.clone(),
+                by_metadata: {
+                    let labels = aggregator.metadata_labels();
+                    let mut rows: Vec<_> = (s.by_metadata.iter())
+                        .map(|(key, outcomes)| {
+                            let mut text = String::new();
+                            for (i, name) in labels.names().iter().enumerate() {
+                                let _ = write!(text, ",{name}=\"{}\"", escape_label(labels.value(i, key[i])));
+                            }
+                            (text, outcomes.clone())
+                        })
+                        .collect();
+                    rows.sort_by(|a, b| a.0.cmp(&b.0));
+                    rows
+                },
                 ratios: (s.failure_windows.iter())
                     .map(|w| end_nanos.and_then(|end| w.ratio(end)))
                     .collect(),
@@ -65,6 +83,7 @@ impl Snapshot {
         series.sort_by(|a, b| (&a.tenant, &a.workflow).cmp(&(&b.tenant, &b.workflow)));
         let memory = aggregator.outcome_memory();
         Snapshot {
+            with_metadata_labels: !aggregator.metadata_labels().is_empty(),
             duration_bounds: settings.duration_buckets_seconds.clone(),
             queue_bounds: settings.queue_buckets_seconds.clone(),
             windows: settings
@@ -84,30 +103,30 @@ impl Snapshot {
 
     /// The workflow metrics in the Prometheus text format (version 0.0.4).
     pub fn render(&self, out: &mut String) {
+        let outcomes = self.outcome_rows();
         header(out, "hatchet_workflow_runs_total", "counter", "Workflow runs that reached an outcome (COMPLETED, FAILED, CANCELLED); a replayed run that finishes again counts again.");
-        for s in &self.series {
-            for (status, outcome) in OUTCOME_STATUSES.iter().zip(&s.outcomes) {
-                sample(
-                    out,
-                    "hatchet_workflow_runs_total",
-                    &labels(s, Some(status.as_str()), None),
-                    outcome.runs as f64,
-                );
-            }
+        for (labels, runs, _) in &outcomes {
+            sample(out, "hatchet_workflow_runs_total", labels, *runs as f64);
         }
-        self.render_histogram(
+        render_histogram(
             out,
             "hatchet_workflow_run_duration_seconds",
             "Duration of workflow runs from startedAt to finishedAt, by outcome; runs without a trustworthy duration are counted in hatchet_workflow_runs_total only.",
             &self.duration_bounds,
-            |o| &o.duration,
+            outcomes.iter().map(|(labels, _, h)| (labels, *h)),
         );
-        self.render_histogram(
+        let queue_rows: Vec<(String, &DurationHistogram)> = (self.series.iter())
+            .flat_map(|s| {
+                (OUTCOME_STATUSES.iter().zip(&s.outcomes))
+                    .map(|(status, o)| (labels(s, Some(status.as_str()), None), &o.queue))
+            })
+            .collect();
+        render_histogram(
             out,
             "hatchet_workflow_run_queue_seconds",
             "Time workflow runs waited from createdAt to startedAt (of the latest attempt), by outcome; runs that never started are not observed.",
             &self.queue_bounds,
-            |o| &o.queue,
+            queue_rows.iter().map(|(labels, h)| (labels, *h)),
         );
         header(out, "hatchet_workflow_failure_ratio", "gauge", "FAILED outcomes over all outcomes whose finishedAt lies in the window; absent while the window holds no outcome.");
         for s in &self.series {
@@ -182,36 +201,50 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    fn render_histogram(
-        &self,
-        out: &mut String,
-        name: &str,
-        help: &str,
-        bounds: &[f64],
-        histogram: impl Fn(&OutcomeStats) -> &DurationHistogram,
-    ) {
-        header(out, name, "histogram", help);
-        let les: Vec<String> = (bounds.iter().map(|b| format_float(*b)))
-            .chain(["+Inf".to_string()])
-            .collect();
+    /// One row per series, status and (with metadata labels) combination of their values: the
+    /// labels, the outcome count and the duration histogram.
+    fn outcome_rows(&self) -> Vec<(String, u64, &DurationHistogram)> {
+        let mut rows = Vec::new();
         for s in &self.series {
-            for (status, outcome) in OUTCOME_STATUSES.iter().zip(&s.outcomes) {
-                let h = histogram(outcome);
+            for (i, status) in OUTCOME_STATUSES.iter().enumerate() {
                 let base = labels(s, Some(status.as_str()), None);
-                let mut cumulative = 0;
-                for (n, le) in h.bucket_counts.iter().zip(&les) {
-                    cumulative += n;
-                    sample(
-                        out,
-                        &format!("{name}_bucket"),
-                        &format!("{base},le=\"{le}\""),
-                        cumulative as f64,
-                    );
+                if self.with_metadata_labels {
+                    for (extra, outcomes) in &s.by_metadata {
+                        rows.push((format!("{base}{extra}"), outcomes[i].runs, &outcomes[i].duration));
+                    }
+                } else {
+                    rows.push((base, s.outcomes[i].runs, &s.outcomes[i].duration));
                 }
-                sample(out, &format!("{name}_sum"), &base, h.sum);
-                sample(out, &format!("{name}_count"), &base, h.count as f64);
             }
         }
+        rows
+    }
+}
+
+fn render_histogram<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    rows: impl Iterator<Item = (&'a String, &'a DurationHistogram)>,
+) {
+    header(out, name, "histogram", help);
+    let les: Vec<String> = (bounds.iter().map(|b| format_float(*b)))
+        .chain(["+Inf".to_string()])
+        .collect();
+    for (base, h) in rows {
+        let mut cumulative = 0;
+        for (n, le) in h.bucket_counts.iter().zip(&les) {
+            cumulative += n;
+            sample(
+                out,
+                &format!("{name}_bucket"),
+                &format!("{base},le=\"{le}\""),
+                cumulative as f64,
+            );
+        }
+        sample(out, &format!("{name}_sum"), base, h.sum);
+        sample(out, &format!("{name}_count"), base, h.count as f64);
     }
 }
 

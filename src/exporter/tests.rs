@@ -22,6 +22,7 @@ fn aggregator(names: &[(&str, &str)]) -> Aggregator {
                 max_entries: 100,
                 max_age_nanos: 3600 * S,
             },
+            ..crate::config::Config::default().aggregate_settings()
         },
         Clock::Replay,
     )
@@ -99,4 +100,45 @@ fn uuid_labels_are_canonical() {
         "707d0855-80ab-4e1f-a156-f1c4546cbf52"
     );
     assert_eq!(format_uuid(Uuid128(1)), "00000000-0000-0000-0000-000000000001");
+}
+
+#[test]
+fn metadata_labels_on_outcomes_and_durations_only() {
+    let mut agg = Aggregator::new(
+        AggregateSettings {
+            duration_buckets_seconds: vec![1.0],
+            metadata_labels: vec!["customer_tier".into()],
+            metadata_label_max_values: 2,
+            ..crate::config::Config::default().aggregate_settings()
+        },
+        Clock::Replay,
+    );
+    for (id, tier) in [
+        ("a", "\"gold\""),
+        ("b", "\"gold\""),
+        ("c", "\"silver\""),
+        ("d", "\"bronze\""),
+        ("e", "null"),
+    ] {
+        let text = format!(
+            r#"{{"metadata":{{"id":"{id}","createdAt":"2026-08-22T14:00:00Z","updatedAt":"2026-08-22T14:00:00Z"}},
+            "status":"COMPLETED","tenantId":"707d0855-80ab-4e1f-a156-f1c4546cbf52",
+            "workflowId":"0b7e2d3c-4f1a-4c55-8d2e-6a9f1c3b5d77","displayName":"x-1","duration":500,
+            "startedAt":"2026-08-22T14:00:01Z","additionalMetadata":{{"customer_tier":{tier}}}}}"#
+        );
+        agg.apply(&decode(Some(text.as_bytes()), 1 << 20).unwrap(), 0);
+    }
+    let text = render(&agg, WindowEnd::LatestFinished);
+    let l = "tenant_id=\"707d0855-80ab-4e1f-a156-f1c4546cbf52\",workflow=\"x\",status=\"COMPLETED\"";
+    for line in [
+        format!("hatchet_workflow_runs_total{{{l},customer_tier=\"gold\"}} 2"),
+        format!("hatchet_workflow_runs_total{{{l},customer_tier=\"silver\"}} 1"),
+        format!("hatchet_workflow_runs_total{{{l},customer_tier=\"__overflow__\"}} 1"),
+        format!("hatchet_workflow_runs_total{{{l},customer_tier=\"\"}} 1"),
+        format!("hatchet_workflow_run_duration_seconds_bucket{{{l},customer_tier=\"gold\",le=\"1\"}} 2"),
+        format!("hatchet_workflow_run_queue_seconds_count{{{l}}} 5"),
+    ] {
+        assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains("hatchet_workflow_runs_total{tenant_id=\"707d0855-80ab-4e1f-a156-f1c4546cbf52\",workflow=\"x\",status=\"COMPLETED\"} "), "no unlabelled duplicate");
 }

@@ -1,0 +1,191 @@
+//! `additionalMetadata` keys turned into labels, with a cap on distinct values per label.
+//!
+//! `[metrics] metadata_labels = ["customer_tier"]` adds a `customer_tier` label to the outcome
+//! counter and the duration histogram. Values are interned once per label: a value is a small
+//! integer on the hot path, its text is needed only at scrape time. Beyond
+//! `metadata_label_max_values` distinct values a label's new values fold into `__overflow__`, so a
+//! key that turns out to carry ids cannot explode the exposition.
+
+use rustc_hash::FxHashMap;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// At most this many metadata labels (config validation enforces it).
+pub const MAX_METADATA_LABELS: usize = 4;
+
+/// The interned values of one outcome's metadata labels; unused positions are 0.
+pub type MetadataKey = [u16; MAX_METADATA_LABELS];
+
+/// Value id of an absent key (`""`) and of the overflow value.
+const ABSENT: u16 = 0;
+const OVERFLOW: u16 = u16::MAX;
+pub const OVERFLOW_VALUE: &str = "__overflow__";
+
+#[derive(Debug)]
+pub struct MetadataLabels {
+    names: Vec<String>,
+    max_values: usize,
+    /// Per label: value text -> id, and id -> text (id 0 is the empty value).
+    ids: Vec<FxHashMap<String, u16>>,
+    texts: Vec<Vec<String>>,
+    /// Outcomes whose value of some label was folded into `__overflow__`.
+    pub folded: u64,
+}
+
+impl MetadataLabels {
+    /// `max_values` is capped below `u16::MAX`.
+    pub fn new(names: Vec<String>, max_values: usize) -> MetadataLabels {
+        let count = names.len().min(MAX_METADATA_LABELS);
+        MetadataLabels {
+            names: names.into_iter().take(count).collect(),
+            max_values: max_values.min(usize::from(u16::MAX) - 2),
+            ids: vec![FxHashMap::default(); count],
+            texts: vec![vec![String::new()]; count],
+            folded: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The text of value `id` of label `label`.
+    pub fn value(&self, label: usize, id: u16) -> &str {
+        match id {
+            OVERFLOW => OVERFLOW_VALUE,
+            id => self.texts[label].get(usize::from(id)).map_or("", String::as_str),
+        }
+    }
+
+    /// The key of one outcome's `additionalMetadata` (absent or not an object: all empty).
+    /// Strings are taken unescaped, other JSON values as their JSON text, `null` as empty.
+    pub fn key_of(&mut self, metadata: Option<&RawValue>) -> MetadataKey {
+        let mut key = [ABSENT; MAX_METADATA_LABELS];
+        let Some(raw) = metadata else { return key };
+        let mut found: [Option<Cow<'_, str>>; MAX_METADATA_LABELS] = Default::default();
+        let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+        if deserializer
+            .deserialize_map(Pick {
+                names: &self.names,
+                found: &mut found,
+            })
+            .is_err()
+        {
+            return key;
+        }
+        for (label, value) in found.iter().enumerate().take(self.names.len()) {
+            if let Some(text) = value {
+                key[label] = self.intern(label, text);
+            }
+        }
+        key
+    }
+
+    fn intern(&mut self, label: usize, text: &str) -> u16 {
+        if text.is_empty() {
+            return ABSENT;
+        }
+        if let Some(&id) = self.ids[label].get(text) {
+            return id;
+        }
+        if self.ids[label].len() >= self.max_values {
+            self.folded += 1;
+            return OVERFLOW;
+        }
+        let id = self.texts[label].len() as u16;
+        self.texts[label].push(text.to_string());
+        self.ids[label].insert(text.to_string(), id);
+        id
+    }
+}
+
+/// Walks the metadata object once, keeping the values of the configured keys.
+struct Pick<'n, 'f, 'de> {
+    names: &'n [String],
+    found: &'f mut [Option<Cow<'de, str>>; MAX_METADATA_LABELS],
+}
+
+impl<'de> Visitor<'de> for Pick<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.names.iter().position(|n| *n == key) {
+                Some(at) => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    let text = raw.get();
+                    self.found[at] = if text.starts_with('"') {
+                        serde_json::from_str::<Cow<'de, str>>(text).ok()
+                    } else if text == "null" {
+                        None
+                    } else {
+                        Some(Cow::Borrowed(text))
+                    };
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_string()).unwrap()
+    }
+
+    #[test]
+    fn picks_configured_keys_and_interns_values() {
+        let mut labels = MetadataLabels::new(vec!["customer_tier".into(), "source".into()], 10);
+        let gold = labels.key_of(Some(&raw(
+            r#"{"source":"api","x":{"deep":[1]},"customer_tier":"gold"}"#,
+        )));
+        let again = labels.key_of(Some(&raw(r#"{"customer_tier":"gold","source":"api"}"#)));
+        assert_eq!(gold, again);
+        assert_eq!(labels.value(0, gold[0]), "gold");
+        assert_eq!(labels.value(1, gold[1]), "api");
+        let absent = labels.key_of(Some(&raw(r#"{"source":null}"#)));
+        assert_eq!((labels.value(0, absent[0]), labels.value(1, absent[1])), ("", ""));
+        assert_eq!(labels.key_of(None), [0; MAX_METADATA_LABELS]);
+        let typed = labels.key_of(Some(&raw(r#"{"customer_tier":42,"source":"caf\u00e9 \"x\""}"#)));
+        assert_eq!(
+            (labels.value(0, typed[0]), labels.value(1, typed[1])),
+            ("42", "café \"x\"")
+        );
+    }
+
+    #[test]
+    fn values_beyond_the_cap_fold_into_overflow() {
+        let mut labels = MetadataLabels::new(vec!["customer_id".into()], 3);
+        let keys: Vec<_> = (0..10)
+            .map(|i| labels.key_of(Some(&raw(&format!(r#"{{"customer_id":"c{i}"}}"#)))))
+            .collect();
+        let texts: Vec<_> = keys.iter().map(|k| labels.value(0, k[0]).to_string()).collect();
+        assert_eq!(&texts[..4], ["c0", "c1", "c2", OVERFLOW_VALUE]);
+        assert_eq!(labels.folded, 7);
+        let known = labels.key_of(Some(&raw(r#"{"customer_id":"c1"}"#)));
+        assert_eq!(labels.value(0, known[0]), "c1", "known values stay");
+    }
+
+    #[test]
+    fn malformed_metadata_gives_empty_values() {
+        let mut labels = MetadataLabels::new(vec!["a".into()], 3);
+        assert_eq!(labels.key_of(Some(&raw(r#"[1,2]"#))), [0; MAX_METADATA_LABELS]);
+        assert_eq!(labels.key_of(Some(&raw(r#""text""#))), [0; MAX_METADATA_LABELS]);
+    }
+}
