@@ -232,16 +232,13 @@ fn render_histogram<'a>(
     let les: Vec<String> = (bounds.iter().map(|b| format_float(*b)))
         .chain(["+Inf".to_string()])
         .collect();
+    // Bucket lines are most of a large exposition: written straight into `out`, no temporaries.
+    let bucket = format!("{name}_bucket");
     for (base, h) in rows {
-        let mut cumulative = 0;
+        let mut cumulative: u64 = 0;
         for (n, le) in h.bucket_counts.iter().zip(&les) {
             cumulative += n;
-            sample(
-                out,
-                &format!("{name}_bucket"),
-                &format!("{base},le=\"{le}\""),
-                cumulative as f64,
-            );
+            let _ = writeln!(out, "{bucket}{{{base},le=\"{le}\"}} {cumulative}");
         }
         sample(out, &format!("{name}_sum"), base, h.sum);
         sample(out, &format!("{name}_count"), base, h.count as f64);

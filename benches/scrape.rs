@@ -1,0 +1,67 @@
+//! A `/metrics` scrape with 10,000 workflows: `cargo bench --bench scrape`.
+//!
+//! `snapshot` is the part that holds the aggregation's lock (consumption waits meanwhile);
+//! `snapshot_and_render` is the whole exposition of the workflow metrics.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use hatchet_run_metrics::aggregate::{Aggregator, Clock};
+use hatchet_run_metrics::config::Config;
+use hatchet_run_metrics::decode::decode;
+use hatchet_run_metrics::exporter::{Snapshot, WindowEnd};
+use serde_json::json;
+use std::hint::black_box;
+
+const WORKFLOWS: usize = 10_000;
+
+fn aggregator() -> Aggregator {
+    let mut agg = Aggregator::new(Config::default().aggregate_settings(), Clock::Wall);
+    let now = chrono::DateTime::parse_from_rfc3339("2026-08-22T15:00:00Z")
+        .unwrap()
+        .timestamp_nanos_opt()
+        .unwrap();
+    for i in 0..WORKFLOWS * 5 {
+        let w = i % WORKFLOWS;
+        let status = ["COMPLETED", "COMPLETED", "FAILED", "COMPLETED", "CANCELLED"][i / WORKFLOWS];
+        let doc = json!({
+            "metadata": {"id": format!("5f0a9c6e-2a51-4b8e-9a57-{i:012x}"), "createdAt": "2026-08-22T14:00:00Z", "updatedAt": "2026-08-22T14:00:00Z"},
+            "status": status, "tenantId": "707d0855-80ab-4e1f-a156-f1c4546cbf52",
+            "workflowId": format!("0b7e2d3c-4f1a-4c55-8d2e-{w:012x}"), "displayName": format!("workflow-{w}-1787407391482"),
+            "createdAt": "2026-08-22T14:00:00Z", "startedAt": "2026-08-22T14:00:01Z",
+            "finishedAt": format!("2026-08-22T14:{:02}:{:02}Z", 1 + i % 58, i % 60),
+        });
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        agg.apply(&decode(Some(&bytes), 1 << 20).unwrap(), now);
+    }
+    agg
+}
+
+fn bench(c: &mut Criterion) {
+    let agg = aggregator();
+    let end = WindowEnd::At(
+        chrono::DateTime::parse_from_rfc3339("2026-08-22T15:00:00Z")
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap(),
+    );
+    let mut out = String::new();
+    Snapshot::take(&agg, end).render(&mut out);
+    println!(
+        "exposition of {WORKFLOWS} workflows: {} lines, {} bytes",
+        out.lines().count(),
+        out.len()
+    );
+    let mut group = c.benchmark_group(format!("scrape_{WORKFLOWS}_workflows"));
+    group.sample_size(10);
+    group.bench_function("snapshot", |b| b.iter(|| black_box(Snapshot::take(&agg, end))));
+    group.bench_function("snapshot_and_render", |b| {
+        b.iter(|| {
+            let mut out = String::with_capacity(64 << 20);
+            Snapshot::take(&agg, end).render(&mut out);
+            black_box(out)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
