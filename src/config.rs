@@ -5,6 +5,7 @@
 //! `config/hatchet-run-metrics.toml` documents every option with its default and must say the same
 //! as the doc comments below.
 
+use crate::aggregate::lifecycle::LifecycleLimits;
 use crate::aggregate::metadata_labels::MAX_METADATA_LABELS;
 use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings};
 use crate::decode::Uuid128;
@@ -31,6 +32,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub metrics: MetricsConfig,
     pub outcomes: OutcomesConfig,
+    pub runs: RunsConfig,
     /// `workflowId` -> the `workflow` label to use for it, instead of the name taken from
     /// `displayName`. Default: empty.
     pub workflow_names: BTreeMap<String, String>,
@@ -108,6 +110,29 @@ pub struct OutcomesConfig {
     /// How long a counted outcome is remembered. Default `"6h"`.
     #[serde(deserialize_with = "human_duration")]
     pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsConfig {
+    /// Runs tracked for `hatchet_workflow_runs_in_flight`, the oldest running run, retries and
+    /// replays; at the cap finished runs are forgotten first, then the longest unseen in flight
+    /// (`hatchet_run_metrics_runs_forgotten_total{why="cap"}`). About 92 bytes each: the default
+    /// 1000000 costs about 90 MB when full.
+    pub max_tracked: usize,
+    /// A run not seen for this long is forgotten (`why="age"`): a run stuck RUNNING shows in the
+    /// oldest-running age until then. Default `"24h"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub max_age: Duration,
+}
+
+impl Default for RunsConfig {
+    fn default() -> RunsConfig {
+        RunsConfig {
+            max_tracked: 1_000_000,
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -397,6 +422,12 @@ impl Config {
         if self.outcomes.max_remembered == 0 {
             return fail("outcomes.max_remembered", "must be at least 1".into());
         }
+        if self.runs.max_tracked == 0 || self.runs.max_tracked > u32::MAX as usize {
+            return fail("runs.max_tracked", "must lie between 1 and 4294967295".into());
+        }
+        if self.runs.max_age < Duration::from_secs(1) {
+            return fail("runs.max_age", "must be at least 1s".into());
+        }
         if self.outcomes.max_age < Duration::from_secs(1) {
             return fail("outcomes.max_age", "must be at least 1s".into());
         }
@@ -444,6 +475,10 @@ impl Config {
             outcome_memory: OutcomeMemoryLimits {
                 max_entries: self.outcomes.max_remembered,
                 max_age_nanos: i64::try_from(self.outcomes.max_age.as_nanos()).unwrap_or(i64::MAX),
+            },
+            lifecycle: LifecycleLimits {
+                max_runs: self.runs.max_tracked,
+                max_age_nanos: i64::try_from(self.runs.max_age.as_nanos()).unwrap_or(i64::MAX),
             },
             max_workflows: self.metrics.max_workflows,
             metadata_labels: self.metrics.metadata_labels.clone(),

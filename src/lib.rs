@@ -11,8 +11,9 @@
 //! - [`decode`]: bytes -> a validated [`decode::RunUpdate`], or a typed [`decode::RejectReason`].
 //! - [`model`]: Hatchet's `V1WorkflowRun`, `V1TaskStatus` and `APIResourceMeta`, faithful to the
 //!   contract and nothing else.
-//! - [`aggregate`]: outcomes (counted once), durations and failure-ratio windows per workflow.
-//!   Pure and synchronous.
+//! - [`aggregate`]: per workflow, outcomes (counted once), duration and queue-wait histograms,
+//!   failure-ratio windows, metadata labels, and per-run lifecycle (in flight, retries, replays),
+//!   all in bounded memory. Pure and synchronous.
 //! - [`exporter`]: the Prometheus exposition rendered from the aggregation, and the HTTP
 //!   endpoints (`/metrics`, `/healthz`, `/readyz`).
 //! - [`events`]: every observable event of the service itself, logging and counting together.

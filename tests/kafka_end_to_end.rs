@@ -70,7 +70,7 @@ async fn counts_outcomes_exactly_through_a_real_broker() {
         run(id, WF_B, "charge-1787407391999", status, started, finished, 0)
     };
     let r1_done = a("r1", "COMPLETED", &at(20.0), &at(19.5));
-    let r3_failed = a("r3", "FAILED", &at(30.0), &at(0.0));
+    let r3_failed = a("r3", "FAILED", &at(30.0), &at(15.0));
     let b2_at = now - ChronoDuration::milliseconds(2500);
     let b2_start = now - ChronoDuration::milliseconds(5000);
     let mut big = a("big", "COMPLETED", &at(2.0), &at(1.0));
@@ -163,6 +163,19 @@ async fn counts_outcomes_exactly_through_a_real_broker() {
         )
         .unwrap();
     assert!((sum - 9.5).abs() < 0.01, "{sum}");
+
+    // In flight: only r4, the DAG still RUNNING (started 9 s ago); r3 was replayed once.
+    let flight = |w: &[(&'static str, &'static str)], status| {
+        m.get("hatchet_workflow_runs_in_flight", &with(w, &[("status", status)]))
+    };
+    assert_eq!(flight(&wa, "RUNNING"), Some(1.0));
+    assert_eq!(flight(&wa, "QUEUED"), Some(0.0));
+    assert_eq!(flight(&wb, "RUNNING"), Some(0.0));
+    let age = m.get("hatchet_workflow_oldest_running_run_age_seconds", &wa).unwrap();
+    assert!((9.0..120.0).contains(&age), "{age}");
+    assert_eq!(m.get("hatchet_workflow_oldest_running_run_age_seconds", &wb), None);
+    assert_eq!(m.get("hatchet_workflow_run_replays_total", &wa), Some(1.0));
+    assert_eq!(m.get("hatchet_workflow_run_retries_total", &wa), Some(0.0));
 
     // Queue wait: createdAt (2026-08-22) to startedAt (now) for r1, r2, r3's replay and r3; 1.5 s for b1.
     let queue = |w: &[(&'static str, &'static str)], status, le| {

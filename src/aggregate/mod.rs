@@ -6,12 +6,14 @@
 //! can be unit-tested and benchmarked without Kafka or HTTP; the exporter reads it to render.
 
 pub mod failure_window;
+pub mod lifecycle;
 pub mod metadata_labels;
 pub mod outcome_memory;
 
 use crate::decode::{RunUpdate, Uuid128};
 use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
 use failure_window::FailureRatioWindow;
+use lifecycle::{InFlight, LifecycleLimits, RunLifecycle};
 use metadata_labels::{MetadataKey, MetadataLabels};
 use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits, NOT_FINISHED};
 use rustc_hash::FxHashMap;
@@ -37,6 +39,8 @@ pub struct AggregateSettings {
     /// Names that override the name derived from `displayName`.
     pub workflow_names: HashMap<Uuid128, String>,
     pub outcome_memory: OutcomeMemoryLimits,
+    /// Limits of the per-run lifecycle tracking (in flight, retries, replays).
+    pub lifecycle: LifecycleLimits,
     /// At most this many workflow series (all tenants together); new workflows beyond it are
     /// folded into their tenant's [`OVERFLOW_WORKFLOW`] series.
     pub max_workflows: usize,
@@ -131,6 +135,9 @@ pub struct WorkflowStats {
     /// Per combination of metadata-label values (only with `metadata_labels` configured), in the
     /// order of [`OUTCOME_STATUSES`].
     pub by_metadata: FxHashMap<MetadataKey, [LabelledOutcome; 3]>,
+    /// Runs going from RUNNING back to QUEUED, and finished runs coming back.
+    pub retries: u64,
+    pub replays: u64,
     /// When the series last had an update (the aggregator's clock).
     pub last_update_nanos: i64,
     /// The workflow ids that map to this series (to forget them with it).
@@ -154,6 +161,7 @@ pub struct Aggregator {
     pub expired_series: u64,
     last_sweep_nanos: i64,
     outcomes: OutcomeMemory,
+    lifecycle: RunLifecycle,
     metadata_labels: MetadataLabels,
     clock: Clock,
     /// Latest `finishedAt` of a counted outcome: the end of the windows when replaying a file.
@@ -164,6 +172,7 @@ impl Aggregator {
     pub fn new(settings: AggregateSettings, clock: Clock) -> Aggregator {
         Aggregator {
             outcomes: OutcomeMemory::new(settings.outcome_memory),
+            lifecycle: RunLifecycle::new(settings.lifecycle),
             metadata_labels: MetadataLabels::new(settings.metadata_labels.clone(), settings.metadata_label_max_values),
             settings,
             workflows: FxHashMap::default(),
@@ -200,6 +209,19 @@ impl Aggregator {
         let at = self.series_for(update, now);
         if now.saturating_sub(self.last_sweep_nanos) >= IDLE_SWEEP_NANOS {
             self.drop_idle_series(now);
+        }
+        let nanos = |t: Option<Timestamp>| t.map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        let observed = (self.lifecycle).observe(
+            update.run_key,
+            u32::try_from(at).unwrap_or(u32::MAX),
+            run.status,
+            nanos(run.started_at),
+            nanos(run.finished_at),
+            now,
+        );
+        if let Some(stats) = self.series[at].as_mut() {
+            stats.retries += u64::from(observed.retry);
+            stats.replays += u64::from(observed.replay);
         }
         if !terminal {
             return Applied::InProgress;
@@ -316,6 +338,8 @@ impl Aggregator {
                 .map(|(_, length)| FailureRatioWindow::new(*length))
                 .collect(),
             by_metadata: FxHashMap::default(),
+            retries: 0,
+            replays: 0,
             last_update_nanos: i64::MIN,
             workflow_ids: workflow_id.into_iter().collect(),
         }));
@@ -350,6 +374,34 @@ impl Aggregator {
                 }
             }
         }
+    }
+
+    /// Forgets what is older than the limits allow, as a message would: called before a scrape so
+    /// that a quiet topic still ages out runs and workflows.
+    pub fn expire(&mut self, wall_nanos: i64) {
+        if self.clock == Clock::Wall {
+            self.lifecycle.expire(wall_nanos);
+            if wall_nanos.saturating_sub(self.last_sweep_nanos) >= IDLE_SWEEP_NANOS {
+                self.drop_idle_series(wall_nanos);
+            }
+        }
+    }
+
+    pub fn lifecycle(&self) -> &RunLifecycle {
+        &self.lifecycle
+    }
+
+    /// Runs in flight of series `at`.
+    pub fn in_flight(&self, at: usize) -> InFlight {
+        self.lifecycle.in_flight().get(at).copied().unwrap_or_default()
+    }
+
+    /// Every live series with its id, in no particular order.
+    pub fn series_with_ids(&self) -> impl Iterator<Item = (usize, &WorkflowStats)> {
+        self.series
+            .iter()
+            .enumerate()
+            .filter_map(|(at, s)| s.as_ref().map(|s| (at, s)))
     }
 
     /// Series currently tracked, overflow series excluded (what `max_workflows` caps).

@@ -422,3 +422,35 @@ fn idle_workflows_drop_out_and_come_back_from_zero() {
     assert_eq!(stats(&agg, "daily").outcomes[0].runs, 1);
     assert_eq!(agg.tracked_workflows(), 2);
 }
+
+#[test]
+fn lifecycle_counts_in_flight_retries_and_replays_per_workflow() {
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
+    let now = at("2026-08-22T15:00:00Z");
+    let running = |id: &str, started: &str| doc(id, WF_A, "RUNNING", json!({"startedAt": started}));
+    agg.apply(&update(&doc("q", WF_A, "QUEUED", json!({}))), now);
+    agg.apply(&update(&running("r", "2026-08-22T14:00:01Z")), now);
+    // r is retried: back to QUEUED, then running again.
+    agg.apply(&update(&doc("r", WF_A, "QUEUED", json!({}))), now);
+    agg.apply(&update(&running("r", "2026-08-22T14:05:00Z")), now);
+    // f finishes, then is replayed by hand.
+    agg.apply(
+        &update(&finished(
+            "f",
+            WF_A,
+            "FAILED",
+            "2026-08-22T14:00:00Z",
+            "2026-08-22T14:01:00Z",
+        )),
+        now,
+    );
+    agg.apply(&update(&running("f", "2026-08-22T14:30:00Z")), now);
+    let (at_a, stats_a) = agg
+        .series_with_ids()
+        .find(|(_, s)| s.workflow == "DAGWorkflow")
+        .unwrap();
+    let flight = agg.in_flight(at_a);
+    assert_eq!((flight.queued, flight.running), (1, 2));
+    assert_eq!((stats_a.retries, stats_a.replays), (1, 1));
+    assert_eq!(agg.lifecycle().oldest_running()[at_a], Some(at("2026-08-22T14:05:00Z")));
+}

@@ -6,6 +6,7 @@
 
 pub mod http;
 
+use crate::aggregate::lifecycle::InFlight;
 use crate::aggregate::{Aggregator, DurationHistogram, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES};
 use crate::decode::Uuid128;
 use crate::events::Telemetry;
@@ -32,6 +33,11 @@ struct SeriesSnapshot {
     by_metadata: Vec<(String, [LabelledOutcome; 3])>,
     /// Per configured window: the failure ratio, `None` when the window is empty.
     ratios: Vec<Option<f64>>,
+    in_flight: InFlight,
+    /// Seconds since the oldest RUNNING run started, when one runs.
+    oldest_running_age: Option<f64>,
+    retries: u64,
+    replays: u64,
 }
 
 /// What one scrape shows, copied out of the aggregation.
@@ -42,6 +48,9 @@ pub struct Snapshot {
     windows: Vec<String>,
     series: Vec<SeriesSnapshot>,
     remembered: usize,
+    runs_tracked: usize,
+    runs_forgotten_by_age: u64,
+    runs_forgotten_at_cap: u64,
     tracked_workflows: usize,
     overflow_updates: u64,
     expired_workflows: u64,
@@ -56,8 +65,18 @@ impl Snapshot {
             WindowEnd::At(nanos) => Some(nanos),
             WindowEnd::LatestFinished => aggregator.latest_finished_nanos(),
         };
-        let mut series: Vec<SeriesSnapshot> = (aggregator.series())
-            .map(|s| SeriesSnapshot {
+        let oldest_running = aggregator.lifecycle().oldest_running();
+        let mut series: Vec<SeriesSnapshot> = (aggregator.series_with_ids())
+            .map(|(at, s)| SeriesSnapshot {
+                in_flight: aggregator.in_flight(at),
+                oldest_running_age: oldest_running
+                    .get(at)
+                    .copied()
+                    .flatten()
+                    .zip(end_nanos)
+                    .map(|(started, end)| end.saturating_sub(started).max(0) as f64 / 1e9),
+                retries: s.retries,
+                replays: s.replays,
                 tenant: format_uuid(s.tenant),
                 workflow: s.workflow.clone(),
                 outcomes: s.outcomes.clone(),
@@ -93,6 +112,9 @@ impl Snapshot {
                 .collect(),
             series,
             remembered: memory.len(),
+            runs_tracked: aggregator.lifecycle().len(),
+            runs_forgotten_by_age: aggregator.lifecycle().expired_by_age(),
+            runs_forgotten_at_cap: aggregator.lifecycle().forgotten_at_cap(),
             tracked_workflows: aggregator.tracked_workflows(),
             overflow_updates: aggregator.folded_updates,
             expired_workflows: aggregator.expired_series,
@@ -141,6 +163,91 @@ impl Snapshot {
                 }
             }
         }
+        header(
+            out,
+            "hatchet_workflow_runs_in_flight",
+            "gauge",
+            "Runs whose latest update is QUEUED or RUNNING.",
+        );
+        for s in &self.series {
+            for (status, count) in [("QUEUED", s.in_flight.queued), ("RUNNING", s.in_flight.running)] {
+                sample(
+                    out,
+                    "hatchet_workflow_runs_in_flight",
+                    &labels(s, Some(status), None),
+                    count as f64,
+                );
+            }
+        }
+        header(
+            out,
+            "hatchet_workflow_oldest_running_run_age_seconds",
+            "gauge",
+            "Seconds since the startedAt of the oldest run still RUNNING; absent when none runs.",
+        );
+        for s in &self.series {
+            if let Some(age) = s.oldest_running_age {
+                sample(
+                    out,
+                    "hatchet_workflow_oldest_running_run_age_seconds",
+                    &labels(s, None, None),
+                    age,
+                );
+            }
+        }
+        header(
+            out,
+            "hatchet_workflow_run_retries_total",
+            "counter",
+            "Runs going from RUNNING back to QUEUED (automatic retries).",
+        );
+        for s in &self.series {
+            sample(
+                out,
+                "hatchet_workflow_run_retries_total",
+                &labels(s, None, None),
+                s.retries as f64,
+            );
+        }
+        header(
+            out,
+            "hatchet_workflow_run_replays_total",
+            "counter",
+            "Finished runs coming back (manual replays).",
+        );
+        for s in &self.series {
+            sample(
+                out,
+                "hatchet_workflow_run_replays_total",
+                &labels(s, None, None),
+                s.replays as f64,
+            );
+        }
+        header(
+            out,
+            "hatchet_run_metrics_runs_tracked",
+            "gauge",
+            "Runs tracked for in-flight, retries and replays (runs.max_tracked caps it).",
+        );
+        sample(out, "hatchet_run_metrics_runs_tracked", "", self.runs_tracked as f64);
+        header(
+            out,
+            "hatchet_run_metrics_runs_forgotten_total",
+            "counter",
+            "Tracked runs forgotten, by why: age (runs.max_age without an update) or cap (runs.max_tracked).",
+        );
+        sample(
+            out,
+            "hatchet_run_metrics_runs_forgotten_total",
+            "why=\"age\"",
+            self.runs_forgotten_by_age as f64,
+        );
+        sample(
+            out,
+            "hatchet_run_metrics_runs_forgotten_total",
+            "why=\"cap\"",
+            self.runs_forgotten_at_cap as f64,
+        );
         header(
             out,
             "hatchet_run_metrics_workflows_tracked",
@@ -247,7 +354,13 @@ fn render_histogram<'a>(
 
 /// The whole exposition: workflow metrics, then the service's own.
 pub fn exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
-    let snapshot = Snapshot::take(&pipeline.aggregator(), end);
+    let snapshot = {
+        let mut aggregator = pipeline.aggregator();
+        if let WindowEnd::At(now) = end {
+            aggregator.expire(now);
+        }
+        Snapshot::take(&aggregator, end)
+    };
     let mut out = String::with_capacity(64 * 1024);
     snapshot.render(&mut out);
     append_registry(&mut out, pipeline.telemetry());
