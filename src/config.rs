@@ -9,6 +9,7 @@ use crate::aggregate::lifecycle::LifecycleLimits;
 use crate::aggregate::metadata_labels::MAX_METADATA_LABELS;
 use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings};
 use crate::decode::Uuid128;
+use crate::model::V1TaskStatus;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -95,6 +96,14 @@ pub struct MetricsConfig {
     pub metadata_labels: Vec<String>,
     /// Distinct values per metadata label; further values fold into `__overflow__`. Default 100.
     pub metadata_label_max_values: usize,
+    /// Quantiles of `hatchet_workflow_run_duration_window_seconds`, each in 0..=1. Default
+    /// `[0.5, 0.9, 0.95, 0.99]`.
+    pub quantiles: Vec<f64>,
+    /// Windows of `hatchet_workflow_run_duration_window_seconds`, each also its `window` label.
+    /// Default: the same as `failure_ratio_windows`.
+    pub quantile_windows: Option<Vec<String>>,
+    /// Outcome statuses that get windowed duration quantiles. Default `["COMPLETED"]`.
+    pub quantile_statuses: Vec<String>,
     /// Windows of `hatchet_workflow_failure_ratio`, each also its `window` label. Default
     /// `["5m", "1h"]`.
     pub failure_ratio_windows: Vec<String>,
@@ -179,6 +188,9 @@ impl Default for MetricsConfig {
             duration_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
             queue_buckets_seconds: DEFAULT_DURATION_BUCKETS.to_vec(),
             max_workflows: 10_000,
+            quantiles: vec![0.5, 0.9, 0.95, 0.99],
+            quantile_windows: None,
+            quantile_statuses: vec!["COMPLETED".into()],
             metadata_labels: Vec::new(),
             metadata_label_max_values: 100,
             idle_expiry: Duration::from_secs(48 * 3600),
@@ -213,6 +225,27 @@ fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error>
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"5m\" or \"1h\" ({e})"))
+}
+
+/// Window lengths must parse, lie between 1s and 31 days, and not repeat: `(key, why)` if not.
+fn window_lengths(key: &str, windows: &[String]) -> Result<Vec<(String, i64)>, (String, String)> {
+    if windows.is_empty() {
+        return Err((key.to_string(), "must list at least one window".into()));
+    }
+    let mut lengths: Vec<(String, i64)> = Vec::new();
+    for (i, text) in windows.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        let length = parse_duration(text).map_err(|why| (at.clone(), why))?;
+        if length < Duration::from_secs(1) || length > Duration::from_secs(31 * 86400) {
+            return Err((at, format!("{text:?} must lie between 1s and 31 days")));
+        }
+        let nanos = i64::try_from(length.as_nanos()).unwrap_or(i64::MAX);
+        if lengths.iter().any(|(_, l)| *l == nanos) {
+            return Err((at, format!("{text:?} repeats an earlier window")));
+        }
+        lengths.push((text.trim().to_string(), nanos));
+    }
+    Ok(lengths)
 }
 
 /// Histogram bounds must be finite, non-negative and strictly increasing: `(index, why)` if not.
@@ -401,23 +434,41 @@ impl Config {
         if self.metrics.idle_expiry < Duration::from_secs(60) {
             return fail("metrics.idle_expiry", "must be at least 1m".into());
         }
-        if self.metrics.failure_ratio_windows.is_empty() {
-            return fail("metrics.failure_ratio_windows", "must list at least one window".into());
+        if let Err((key, why)) = window_lengths("metrics.failure_ratio_windows", &self.metrics.failure_ratio_windows) {
+            return fail(&key, why);
         }
-        let mut lengths = Vec::new();
-        for (i, text) in self.metrics.failure_ratio_windows.iter().enumerate() {
-            let key = format!("metrics.failure_ratio_windows[{i}]");
-            let length = match parse_duration(text) {
-                Ok(length) => length,
-                Err(why) => return fail(&key, why),
-            };
-            if length < Duration::from_secs(1) || length > Duration::from_secs(31 * 86400) {
-                return fail(&key, format!("{text:?} must lie between 1s and 31 days"));
+        if let Some(windows) = &self.metrics.quantile_windows {
+            if let Err((key, why)) = window_lengths("metrics.quantile_windows", windows) {
+                return fail(&key, why);
             }
-            if lengths.contains(&length) {
-                return fail(&key, format!("{text:?} repeats an earlier window"));
+        }
+        for (i, q) in self.metrics.quantiles.iter().enumerate() {
+            if !(0.0..=1.0).contains(q) {
+                return fail(
+                    &format!("metrics.quantiles[{i}]"),
+                    format!("{q} is not a quantile between 0 and 1"),
+                );
             }
-            lengths.push(length);
+            if i > 0 && self.metrics.quantiles[i - 1] >= *q {
+                return fail(
+                    &format!("metrics.quantiles[{i}]"),
+                    "quantiles must be strictly increasing".into(),
+                );
+            }
+        }
+        for (i, status) in self.metrics.quantile_statuses.iter().enumerate() {
+            if !V1TaskStatus::from_wire(status).is_some_and(V1TaskStatus::is_terminal) {
+                return fail(
+                    &format!("metrics.quantile_statuses[{i}]"),
+                    format!("{status:?} is not an outcome status (COMPLETED, FAILED, CANCELLED)"),
+                );
+            }
+            if self.metrics.quantile_statuses[..i].contains(status) {
+                return fail(
+                    &format!("metrics.quantile_statuses[{i}]"),
+                    format!("{status:?} is listed twice"),
+                );
+            }
         }
         if self.outcomes.max_remembered == 0 {
             return fail("outcomes.max_remembered", "must be at least 1".into());
@@ -463,11 +514,21 @@ impl Config {
         AggregateSettings {
             duration_buckets_seconds: self.metrics.duration_buckets_seconds.clone(),
             queue_buckets_seconds: self.metrics.queue_buckets_seconds.clone(),
-            failure_ratio_windows: (self.metrics.failure_ratio_windows.iter())
-                .filter_map(|text| {
-                    let nanos = parse_duration(text).ok()?.as_nanos();
-                    Some((text.trim().to_string(), i64::try_from(nanos).ok()?))
-                })
+            failure_ratio_windows: window_lengths("", &self.metrics.failure_ratio_windows).unwrap_or_default(),
+            quantiles: self.metrics.quantiles.clone(),
+            quantile_windows: window_lengths(
+                "",
+                self.metrics
+                    .quantile_windows
+                    .as_ref()
+                    .unwrap_or(&self.metrics.failure_ratio_windows),
+            )
+            .unwrap_or_default(),
+            quantile_statuses: self
+                .metrics
+                .quantile_statuses
+                .iter()
+                .filter_map(|s| V1TaskStatus::from_wire(s))
                 .collect(),
             workflow_names: (self.workflow_names.iter())
                 .filter_map(|(id, name)| Some((Uuid128::parse(id)?, name.clone())))
@@ -578,6 +639,10 @@ mod tests {
                 "not a duration",
             ),
             ("[metrics]\nmax_workflows = 0", "metrics.max_workflows", "at least 1"),
+            ("[metrics]\nquantiles = [0.5, 1.5]", "metrics.quantiles[1]", "between 0 and 1"),
+            ("[metrics]\nquantiles = [0.9, 0.5]", "metrics.quantiles[1]", "increasing"),
+            ("[metrics]\nquantile_statuses = [\"RUNNING\"]", "metrics.quantile_statuses[0]", "not an outcome status"),
+            ("[metrics]\nquantile_windows = [\"1h\", \"60m\"]", "metrics.quantile_windows[1]", "repeats"),
             ("[metrics]\nmetadata_labels = [\"customer-tier\"]", "metrics.metadata_labels[0]", "label name"),
             ("[metrics]\nmetadata_labels = [\"status\"]", "metrics.metadata_labels[0]", "of its own"),
             ("[metrics]\nmetadata_labels = [\"a\", \"a\"]", "metrics.metadata_labels[1]", "twice"),

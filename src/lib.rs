@@ -12,7 +12,7 @@
 //! - [`model`]: Hatchet's `V1WorkflowRun`, `V1TaskStatus` and `APIResourceMeta`, faithful to the
 //!   contract and nothing else.
 //! - [`aggregate`]: per workflow, outcomes (counted once), duration and queue-wait histograms,
-//!   failure-ratio windows, metadata labels, and per-run lifecycle (in flight, retries, replays),
+//!   failure-ratio windows, windowed duration quantiles, metadata labels, and per-run lifecycle (in flight, retries, replays),
 //!   all in bounded memory. Pure and synchronous.
 //! - [`exporter`]: the Prometheus exposition rendered from the aggregation, and the HTTP
 //!   endpoints (`/metrics`, `/healthz`, `/readyz`).

@@ -164,6 +164,22 @@ async fn counts_outcomes_exactly_through_a_real_broker() {
         .unwrap();
     assert!((sum - 9.5).abs() < 0.01, "{sum}");
 
+    // Windowed quantiles of COMPLETED durations [0.5, 4, 5]: nearest-rank p50 is 4 s, p99 5 s.
+    let quantile = |q| {
+        m.get(
+            "hatchet_workflow_run_duration_window_seconds",
+            &with(&wa, &[("status", "COMPLETED"), ("window", "5m"), ("quantile", q)]),
+        )
+        .unwrap()
+    };
+    assert!((quantile("0.5") - 4.0).abs() <= 0.04, "{}", quantile("0.5"));
+    assert!((quantile("0.99") - 5.0).abs() <= 0.05, "{}", quantile("0.99"));
+    let count = m.get(
+        "hatchet_workflow_run_duration_window_seconds_count",
+        &with(&wa, &[("status", "COMPLETED"), ("window", "1h")]),
+    );
+    assert_eq!(count, Some(3.0));
+
     // In flight: only r4, the DAG still RUNNING (started 9 s ago); r3 was replayed once.
     let flight = |w: &[(&'static str, &'static str)], status| {
         m.get("hatchet_workflow_runs_in_flight", &with(w, &[("status", status)]))

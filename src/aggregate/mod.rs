@@ -9,6 +9,7 @@ pub mod failure_window;
 pub mod lifecycle;
 pub mod metadata_labels;
 pub mod outcome_memory;
+pub mod quantile_window;
 
 use crate::decode::{RunUpdate, Uuid128};
 use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
@@ -16,6 +17,7 @@ use failure_window::FailureRatioWindow;
 use lifecycle::{InFlight, LifecycleLimits, RunLifecycle};
 use metadata_labels::{MetadataKey, MetadataLabels};
 use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits, NOT_FINISHED};
+use quantile_window::QuantileWindow;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 
@@ -36,6 +38,12 @@ pub struct AggregateSettings {
     pub queue_buckets_seconds: Vec<f64>,
     /// Failure-ratio window lengths with their label (`"5m"`), in nanoseconds.
     pub failure_ratio_windows: Vec<(String, i64)>,
+    /// Quantiles (0..=1, ascending) of the windowed duration summaries.
+    pub quantiles: Vec<f64>,
+    /// Windows of the duration summaries, with their label, in nanoseconds.
+    pub quantile_windows: Vec<(String, i64)>,
+    /// Outcome statuses that get windowed duration summaries.
+    pub quantile_statuses: Vec<V1TaskStatus>,
     /// Names that override the name derived from `displayName`.
     pub workflow_names: HashMap<Uuid128, String>,
     pub outcome_memory: OutcomeMemoryLimits,
@@ -132,6 +140,8 @@ pub struct WorkflowStats {
     pub outcomes: [OutcomeStats; 3],
     /// In the order of `AggregateSettings::failure_ratio_windows`.
     pub failure_windows: Vec<FailureRatioWindow>,
+    /// Per quantile status (in settings order), per quantile window: `[status][window]` flattened.
+    pub duration_windows: Vec<QuantileWindow>,
     /// Per combination of metadata-label values (only with `metadata_labels` configured), in the
     /// order of [`OUTCOME_STATUSES`].
     pub by_metadata: FxHashMap<MetadataKey, [LabelledOutcome; 3]>,
@@ -272,6 +282,15 @@ impl Aggregator {
         for window in &mut stats.failure_windows {
             window.record(event_nanos, failed);
         }
+        if let (Some(seconds), Some(position)) = (
+            duration_seconds,
+            self.settings.quantile_statuses.iter().position(|s| *s == run.status),
+        ) {
+            let windows = self.settings.quantile_windows.len();
+            for window in &mut stats.duration_windows[position * windows..(position + 1) * windows] {
+                window.record(event_nanos, seconds);
+            }
+        }
         Applied::Outcome {
             status: run.status,
             duration_seconds,
@@ -336,6 +355,14 @@ impl Aggregator {
             outcomes: [outcome.clone(), outcome.clone(), outcome],
             failure_windows: (self.settings.failure_ratio_windows.iter())
                 .map(|(_, length)| FailureRatioWindow::new(*length))
+                .collect(),
+            duration_windows: (self.settings.quantile_statuses.iter())
+                .flat_map(|_| {
+                    self.settings
+                        .quantile_windows
+                        .iter()
+                        .map(|(_, length)| QuantileWindow::new(*length))
+                })
                 .collect(),
             by_metadata: FxHashMap::default(),
             retries: 0,

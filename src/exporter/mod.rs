@@ -7,6 +7,7 @@
 pub mod http;
 
 use crate::aggregate::lifecycle::InFlight;
+use crate::aggregate::quantile_window::WindowSummary;
 use crate::aggregate::{Aggregator, DurationHistogram, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES};
 use crate::decode::Uuid128;
 use crate::events::Telemetry;
@@ -33,6 +34,8 @@ struct SeriesSnapshot {
     by_metadata: Vec<(String, [LabelledOutcome; 3])>,
     /// Per configured window: the failure ratio, `None` when the window is empty.
     ratios: Vec<Option<f64>>,
+    /// Per quantile status and window with outcomes: the labels (`,status=..,window=..`) and summary.
+    duration_summaries: Vec<(String, WindowSummary)>,
     in_flight: InFlight,
     /// Seconds since the oldest RUNNING run started, when one runs.
     oldest_running_age: Option<f64>,
@@ -43,6 +46,7 @@ struct SeriesSnapshot {
 /// What one scrape shows, copied out of the aggregation.
 pub struct Snapshot {
     with_metadata_labels: bool,
+    quantiles: Vec<String>,
     duration_bounds: Vec<f64>,
     queue_bounds: Vec<f64>,
     windows: Vec<String>,
@@ -75,6 +79,22 @@ impl Snapshot {
                     .flatten()
                     .zip(end_nanos)
                     .map(|(started, end)| end.saturating_sub(started).max(0) as f64 / 1e9),
+                duration_summaries: {
+                    let windows = &settings.quantile_windows;
+                    (settings.quantile_statuses.iter().enumerate())
+                        .flat_map(|(i, status)| {
+                            windows.iter().enumerate().filter_map(move |(j, (label, _))| {
+                                let summary = s
+                                    .duration_windows
+                                    .get(i * windows.len() + j)
+                                    .and_then(|w| end_nanos.and_then(|end| w.summary(end, &settings.quantiles)))?;
+                                let labels =
+                                    format!(",status=\"{}\",window=\"{}\"", status.as_str(), escape_label(label));
+                                Some((labels, summary))
+                            })
+                        })
+                        .collect()
+                },
                 retries: s.retries,
                 replays: s.replays,
                 tenant: format_uuid(s.tenant),
@@ -103,6 +123,7 @@ impl Snapshot {
         let memory = aggregator.outcome_memory();
         Snapshot {
             with_metadata_labels: !aggregator.metadata_labels().is_empty(),
+            quantiles: settings.quantiles.iter().map(|q| format_float(*q)).collect(),
             duration_bounds: settings.duration_buckets_seconds.clone(),
             queue_bounds: settings.queue_buckets_seconds.clone(),
             windows: settings
@@ -150,6 +171,26 @@ impl Snapshot {
             &self.queue_bounds,
             queue_rows.iter().map(|(labels, h)| (labels, *h)),
         );
+        let summary = "hatchet_workflow_run_duration_window_seconds";
+        header(out, summary, "summary", "Quantiles of workflow run durations (seconds) over each sliding window (by finishedAt), within 1% of the exact nearest-rank value; absent while the window holds no outcome.");
+        for s in &self.series {
+            let base = format!(
+                "tenant_id=\"{}\",workflow=\"{}\"",
+                escape_label(&s.tenant),
+                escape_label(&s.workflow)
+            );
+            for (extra, window) in &s.duration_summaries {
+                for (q, value) in self.quantiles.iter().zip(&window.quantiles) {
+                    let _ = writeln!(
+                        out,
+                        "{summary}{{{base}{extra},quantile=\"{q}\"}} {}",
+                        format_float(*value)
+                    );
+                }
+                let _ = writeln!(out, "{summary}_sum{{{base}{extra}}} {}", format_float(window.sum));
+                let _ = writeln!(out, "{summary}_count{{{base}{extra}}} {}", window.count);
+            }
+        }
         header(out, "hatchet_workflow_failure_ratio", "gauge", "FAILED outcomes over all outcomes whose finishedAt lies in the window; absent while the window holds no outcome.");
         for s in &self.series {
             for (window, ratio) in self.windows.iter().zip(&s.ratios) {

@@ -142,3 +142,42 @@ fn metadata_labels_on_outcomes_and_durations_only() {
     }
     assert!(!text.contains("hatchet_workflow_runs_total{tenant_id=\"707d0855-80ab-4e1f-a156-f1c4546cbf52\",workflow=\"x\",status=\"COMPLETED\"} "), "no unlabelled duplicate");
 }
+
+#[test]
+fn windowed_duration_quantiles_as_a_summary() {
+    let mut agg = aggregator(&[]);
+    for (i, ms) in [500, 5000, 4000, 120_000].iter().enumerate() {
+        run(&mut agg, &format!("r{i}"), "COMPLETED", *ms);
+    }
+    run(&mut agg, "f", "FAILED", 100);
+    let text = render(&agg, WindowEnd::LatestFinished);
+    let l = "tenant_id=\"707d0855-80ab-4e1f-a156-f1c4546cbf52\",workflow=\"x\",status=\"COMPLETED\",window=\"5m\"";
+    let value = |q: &str| {
+        let prefix = format!("hatchet_workflow_run_duration_window_seconds{{{l},quantile=\"{q}\"}} ");
+        let line = text
+            .lines()
+            .find(|x| x.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        line[prefix.len()..].parse::<f64>().unwrap()
+    };
+    // Nearest rank over [0.5, 4, 5, 120]: p50 -> 4, p90/p95/p99 -> 120.
+    assert!((value("0.5") - 4.0).abs() <= 0.04, "{}", value("0.5"));
+    assert!((value("0.99") - 120.0).abs() <= 1.2, "{}", value("0.99"));
+    assert!(
+        text.contains(&format!(
+            "hatchet_workflow_run_duration_window_seconds_count{{{l}}} 4\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "hatchet_workflow_run_duration_window_seconds_sum{{{l}}} 129.5\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE hatchet_workflow_run_duration_window_seconds summary"));
+    assert!(
+        !text.contains("status=\"FAILED\",window=\"5m\",quantile"),
+        "only quantile_statuses"
+    );
+}
