@@ -1,10 +1,16 @@
-//! Resident memory of the outcome memory at its default cap: `cargo bench --bench memory`.
+//! Resident memory, printed: `cargo bench --bench memory`.
 //!
-//! Prints the growth of the process's resident set while 1,000,000 outcomes are remembered (the
-//! default `outcomes.max_remembered`), and after 1,000,000 more push the oldest out at the cap.
+//! 1. The outcome memory at its default cap: 1,000,000 outcomes remembered (the default
+//!    `outcomes.max_remembered`), then 1,000,000 more pushing the oldest out.
+//! 2. 10,000 active workflows with the default windows and quantiles: every workflow gets 100
+//!    outcomes over the last hour with durations from milliseconds to hours, through the whole
+//!    aggregation (so the outcome memory and run tracking hold those 1,000,000 runs too, and are
+//!    reported apart).
 
 use hatchet_run_metrics::aggregate::outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits};
-use hatchet_run_metrics::decode::RunKey;
+use hatchet_run_metrics::aggregate::{Aggregator, Clock};
+use hatchet_run_metrics::config::Config;
+use hatchet_run_metrics::decode::{decode, RunKey};
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -19,6 +25,8 @@ fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return; // `cargo test --all-targets` runs benches as tests: nothing to check here.
     }
+    // First, while the heap is fresh: memory freed by one phase would be reused unseen by the next.
+    active_workflows();
     const N: u64 = 1_000_000;
     let before = rss_bytes();
     let mut memory = OutcomeMemory::new(OutcomeMemoryLimits {
@@ -44,5 +52,49 @@ fn main() {
         N,
         mib(after - before),
         memory.forgotten_at_cap
+    );
+}
+
+fn active_workflows() {
+    const WORKFLOWS: u64 = 10_000;
+    const PER_WORKFLOW: u64 = 100;
+    let now = chrono::Utc::now();
+    let before = rss_bytes();
+    let mut agg = Aggregator::new(Config::default().aggregate_settings(), Clock::Wall);
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..WORKFLOWS * PER_WORKFLOW {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let w = i % WORKFLOWS;
+        // Log-uniform durations from 1 ms to about 3 hours; finishes spread over the last hour.
+        let duration_ms = (10f64.powf((seed % 10_000) as f64 / 10_000.0 * 7.0)) as i64;
+        let finished = now - chrono::Duration::milliseconds((seed >> 20) as i64 % 3_600_000);
+        let started = finished - chrono::Duration::milliseconds(duration_ms);
+        let status = if seed % 10 == 0 { "FAILED" } else { "COMPLETED" };
+        let doc = format!(
+            r#"{{"metadata":{{"id":"5f0a9c6e-2a51-4b8e-9a57-{i:012x}","createdAt":"{c}","updatedAt":"{c}"}},"status":"{status}","tenantId":"707d0855-80ab-4e1f-a156-f1c4546cbf52","workflowId":"0b7e2d3c-4f1a-4c55-8d2e-{w:012x}","displayName":"workflow-{w}-1787407391482","startedAt":"{s}","finishedAt":"{f}","createdAt":"{c}"}}"#,
+            c = started.to_rfc3339(),
+            s = started.to_rfc3339(),
+            f = finished.to_rfc3339(),
+        );
+        let update = decode(Some(doc.as_bytes()), 1 << 20).expect("valid document");
+        agg.apply(&update, now.timestamp_nanos_opt().unwrap_or(0));
+    }
+    let total = rss_bytes() - before;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let windows: usize = agg
+        .series()
+        .map(|s| s.duration_windows.iter().map(|w| w.heap_bytes()).sum::<usize>())
+        .sum();
+    println!(
+        "{WORKFLOWS} active workflows, {} outcomes: +{:.0} MiB resident in all, of which quantile windows {:.0} MiB \
+         ({:.1} KiB per workflow), with {} remembered outcomes and {} tracked runs",
+        WORKFLOWS * PER_WORKFLOW,
+        mib(total),
+        mib(windows as u64),
+        windows as f64 / 1024.0 / WORKFLOWS as f64,
+        agg.outcome_memory().len(),
+        agg.lifecycle().len(),
     );
 }
