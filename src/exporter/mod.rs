@@ -57,6 +57,7 @@ pub struct Snapshot {
     runs_forgotten_at_cap: u64,
     tracked_workflows: usize,
     overflow_updates: u64,
+    metadata_values_folded: u64,
     expired_workflows: u64,
     forgotten_at_cap: u64,
     forgotten_by_age: u64,
@@ -138,6 +139,7 @@ impl Snapshot {
             runs_forgotten_at_cap: aggregator.lifecycle().forgotten_at_cap(),
             tracked_workflows: aggregator.tracked_workflows(),
             overflow_updates: aggregator.folded_updates,
+            metadata_values_folded: aggregator.metadata_labels().folded,
             expired_workflows: aggregator.expired_series,
             forgotten_at_cap: memory.forgotten_at_cap,
             forgotten_by_age: memory.forgotten_by_age,
@@ -288,6 +290,13 @@ impl Snapshot {
             "hatchet_run_metrics_runs_forgotten_total",
             "why=\"cap\"",
             self.runs_forgotten_at_cap as f64,
+        );
+        header(out, "hatchet_run_metrics_metadata_values_folded_total", "counter", "Outcomes whose value of a metadata label was folded into __overflow__ (metrics.metadata_label_max_values).");
+        sample(
+            out,
+            "hatchet_run_metrics_metadata_values_folded_total",
+            "",
+            self.metadata_values_folded as f64,
         );
         header(
             out,
