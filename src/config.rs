@@ -81,8 +81,9 @@ pub struct MetricsConfig {
     /// Upper bounds of `hatchet_workflow_run_queue_seconds`, strictly increasing. Default: the same
     /// 5 ms to one day as the durations.
     pub queue_buckets_seconds: Vec<f64>,
-    /// At most this many workflows (all tenants together) get series of their own; updates of
-    /// workflows beyond it are counted in their tenant's `workflow="__overflow__"` series, and in
+    /// At most this many workflow ids (all tenants together) get series of their own; updates of
+    /// workflows beyond it are counted in their tenant's `workflow="__overflow__"` series (in
+    /// `tenant_id="__overflow__"` for a tenant without any series yet), and in
     /// `hatchet_run_metrics_overflow_updates_total`. Default 10000.
     pub max_workflows: usize,
     /// A workflow without any update for this long drops out of the exposition and frees its
@@ -130,7 +131,8 @@ pub struct RunsConfig {
     /// 1000000 costs about 90 MB when full.
     pub max_tracked: usize,
     /// A run not seen for this long is forgotten (`why="age"`): a run stuck RUNNING shows in the
-    /// oldest-running age until then. Default `"24h"`.
+    /// oldest-running age until then (or until its workflow drops out after
+    /// `metrics.idle_expiry`, when that is shorter). Default `"24h"`.
     #[serde(deserialize_with = "human_duration")]
     pub max_age: Duration,
 }

@@ -23,6 +23,9 @@ const ABSENT: u16 = 0;
 const OVERFLOW: u16 = u16::MAX;
 pub const OVERFLOW_VALUE: &str = "__overflow__";
 
+/// The key that stands for every combination beyond a workflow's cap.
+pub const ALL_OVERFLOW: MetadataKey = [OVERFLOW; MAX_METADATA_LABELS];
+
 #[derive(Debug)]
 pub struct MetadataLabels {
     names: Vec<String>,
@@ -90,6 +93,10 @@ impl MetadataLabels {
     fn intern(&mut self, label: usize, text: &str) -> u16 {
         if text.is_empty() {
             return ABSENT;
+        }
+        // A value spelled like the overflow value is the overflow value: one series, not two.
+        if text == OVERFLOW_VALUE {
+            return OVERFLOW;
         }
         if let Some(&id) = self.ids[label].get(text) {
             return id;
@@ -180,6 +187,15 @@ mod tests {
         assert_eq!(labels.folded, 7);
         let known = labels.key_of(Some(&raw(r#"{"customer_id":"c1"}"#)));
         assert_eq!(labels.value(0, known[0]), "c1", "known values stay");
+    }
+
+    #[test]
+    fn a_value_spelled_like_the_overflow_is_the_overflow() {
+        let mut labels = MetadataLabels::new(vec!["tier".into()], 1);
+        let spelled = labels.key_of(Some(&raw(r#"{"tier":"__overflow__"}"#)));
+        labels.key_of(Some(&raw(r#"{"tier":"gold"}"#)));
+        let folded = labels.key_of(Some(&raw(r#"{"tier":"silver"}"#)));
+        assert_eq!(spelled, folded, "one series, not two with the same labels");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::decode::{RunUpdate, Uuid128};
 use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
 use failure_window::FailureRatioWindow;
 use lifecycle::{InFlight, LifecycleLimits, RunLifecycle};
-use metadata_labels::{MetadataKey, MetadataLabels};
+use metadata_labels::{MetadataKey, MetadataLabels, ALL_OVERFLOW};
 use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits, NOT_FINISHED};
 use quantile_window::QuantileWindow;
 use rustc_hash::FxHashMap;
@@ -62,6 +62,10 @@ pub struct AggregateSettings {
 
 /// The `workflow` label of the series that takes in workflows beyond `max_workflows`.
 pub const OVERFLOW_WORKFLOW: &str = "__overflow__";
+
+/// The tenant of updates beyond `max_workflows` whose tenant has no series yet (a flood of tenant
+/// ids must not create overflow series without end); shown as `tenant_id="__overflow__"`.
+pub const OVERFLOW_TENANT: Uuid128 = Uuid128(u128::MAX);
 
 /// How often (on the aggregator's clock) idle series are looked for.
 const IDLE_SWEEP_NANOS: i64 = 60_000_000_000;
@@ -165,7 +169,8 @@ pub struct Aggregator {
     /// Indexed by series id. A dropped series leaves `None`: ids are never reused, so nothing
     /// that still holds an old id can count into another workflow.
     series: Vec<Option<WorkflowStats>>,
-    live_series: usize,
+    /// Series per tenant: a tenant without any gets no overflow series of its own.
+    tenant_series: FxHashMap<Uuid128, u32>,
     /// Updates of workflows folded into an overflow series, and series dropped as idle.
     pub folded_updates: u64,
     pub expired_series: u64,
@@ -188,7 +193,7 @@ impl Aggregator {
             workflows: FxHashMap::default(),
             series_by_label: HashMap::new(),
             series: Vec::new(),
-            live_series: 0,
+            tenant_series: FxHashMap::default(),
             folded_updates: 0,
             expired_series: 0,
             last_sweep_nanos: i64::MIN,
@@ -257,7 +262,14 @@ impl Aggregator {
             return Applied::InProgress; // unreachable: series_for returns a live series
         };
         let index = outcome_index(run.status);
-        if let Some(key) = metadata_key {
+        if let Some(mut key) = metadata_key {
+            // Values are capped per label, combinations per workflow too (the cap, plus the empty
+            // and the overflow value).
+            if stats.by_metadata.len() >= self.settings.metadata_label_max_values + 2
+                && !stats.by_metadata.contains_key(&key)
+            {
+                key = ALL_OVERFLOW;
+            }
             let labelled = stats.by_metadata.entry(key).or_insert_with(|| {
                 let empty = LabelledOutcome {
                     runs: 0,
@@ -303,15 +315,18 @@ impl Aggregator {
         let key = (update.tenant, update.workflow);
         let at = match self.workflows.get(&key) {
             Some(&at) => at,
-            // At the cap, before any label is built: a flood of new workflow ids costs no memory.
-            None if self.live_series >= self.settings.max_workflows => {
+            // At the cap, before any label is built: a flood of new workflow ids (or tenant ids)
+            // costs no memory. A tenant with series of its own gets its own overflow series; an
+            // unknown tenant goes to the one overflow tenant.
+            None if self.workflows.len() >= self.settings.max_workflows => {
                 self.folded_updates += 1;
-                match self
-                    .series_by_label
-                    .get(&(update.tenant, OVERFLOW_WORKFLOW.to_string()))
-                {
+                let tenant = match self.tenant_series.contains_key(&update.tenant) {
+                    true => update.tenant,
+                    false => OVERFLOW_TENANT,
+                };
+                match self.series_by_label.get(&(tenant, OVERFLOW_WORKFLOW.to_string())) {
                     Some(&at) => at,
-                    None => self.new_series(update.tenant, OVERFLOW_WORKFLOW.to_string(), None),
+                    None => self.new_series(tenant, OVERFLOW_WORKFLOW.to_string(), None),
                 }
             }
             None => {
@@ -370,10 +385,7 @@ impl Aggregator {
             last_update_nanos: i64::MIN,
             workflow_ids: workflow_id.into_iter().collect(),
         }));
-        // Overflow series do not count against the cap, or the cap could lock them out.
-        if workflow_id.is_some() {
-            self.live_series += 1;
-        }
+        *self.tenant_series.entry(tenant).or_default() += 1;
         at
     }
 
@@ -394,8 +406,11 @@ impl Aggregator {
                         self.workflows.remove(&(stats.tenant, *id));
                     }
                     self.series_by_label.remove(&(stats.tenant, stats.workflow));
-                    if !stats.workflow_ids.is_empty() {
-                        self.live_series -= 1;
+                    if let Some(count) = self.tenant_series.get_mut(&stats.tenant) {
+                        *count -= 1;
+                        if *count == 0 {
+                            self.tenant_series.remove(&stats.tenant);
+                        }
                     }
                     self.expired_series += 1;
                 }
@@ -431,9 +446,9 @@ impl Aggregator {
             .filter_map(|(at, s)| s.as_ref().map(|s| (at, s)))
     }
 
-    /// Series currently tracked, overflow series excluded (what `max_workflows` caps).
+    /// Workflow ids with a series of their own (what `max_workflows` caps).
     pub fn tracked_workflows(&self) -> usize {
-        self.live_series
+        self.workflows.len()
     }
 
     /// Every live series, in no particular order.
@@ -492,7 +507,9 @@ pub fn run_duration_seconds(run: &V1WorkflowRun<'_>) -> Option<f64> {
 /// timestamps are out of order.
 pub fn queue_wait_seconds(run: &V1WorkflowRun<'_>) -> Option<f64> {
     let created = run.created_at.unwrap_or(run.metadata.created_at);
-    seconds_between(&created, &run.started_at?)
+    // Trusted up to a year, like `duration`: a zero-time `metadata.createdAt` must not observe
+    // two thousand years.
+    seconds_between(&created, &run.started_at?).filter(|s| *s <= MAX_TRUSTED_DURATION_MS as f64 / 1000.0)
 }
 
 fn seconds_between(started: &Timestamp, finished: &Timestamp) -> Option<f64> {

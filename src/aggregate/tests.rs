@@ -454,3 +454,42 @@ fn lifecycle_counts_in_flight_retries_and_replays_per_workflow() {
     assert_eq!((stats_a.retries, stats_a.replays), (1, 1));
     assert_eq!(agg.lifecycle().oldest_running()[at_a], Some(at("2026-08-22T14:05:00Z")));
 }
+
+#[test]
+fn floods_of_ids_sharing_a_name_or_of_tenants_stay_bounded() {
+    let mut settings = settings();
+    settings.max_workflows = 2;
+    let mut agg = Aggregator::new(settings, Clock::Wall);
+    let now = at("2026-08-22T14:00:00Z");
+    // 20,000 workflow ids with one name: only 2 are remembered, the rest fold.
+    for i in 0..20_000 {
+        let d = doc(
+            &format!("r{i}"),
+            &workflow_id(i),
+            "COMPLETED",
+            json!({"displayName": "same-1"}),
+        );
+        agg.apply(&update(&d), now);
+    }
+    assert_eq!(agg.workflows.len(), 2);
+    assert_eq!(agg.series().count(), 2, "same, and the tenant's overflow");
+    // 5,000 unknown tenants at the cap: one overflow series for all of them.
+    for i in 0..5_000u32 {
+        let mut d = doc(&format!("t{i}"), WF_A, "COMPLETED", json!({}));
+        d["tenantId"] = json!(format!("{i:08x}-80ab-4e1f-a156-f1c4546cbf52"));
+        agg.apply(&update(&d), now);
+    }
+    let mut series: Vec<_> = agg
+        .series()
+        .map(|s| (s.tenant == OVERFLOW_TENANT, s.workflow.clone(), s.outcomes[0].runs))
+        .collect();
+    series.sort();
+    assert_eq!(
+        series,
+        [
+            (false, "__overflow__".to_string(), 19_998),
+            (false, "same".to_string(), 2),
+            (true, "__overflow__".to_string(), 5_000)
+        ]
+    );
+}

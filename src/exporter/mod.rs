@@ -8,7 +8,9 @@ pub mod http;
 
 use crate::aggregate::lifecycle::InFlight;
 use crate::aggregate::quantile_window::WindowSummary;
-use crate::aggregate::{Aggregator, DurationHistogram, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES};
+use crate::aggregate::{
+    Aggregator, DurationHistogram, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES, OVERFLOW_TENANT, OVERFLOW_WORKFLOW,
+};
 use crate::decode::Uuid128;
 use crate::events::Telemetry;
 use crate::pipeline::Pipeline;
@@ -479,6 +481,9 @@ fn format_float(v: f64) -> String {
 
 /// A tenant id as a label: the canonical lower-case UUID, whatever case the producer used.
 pub fn format_uuid(id: Uuid128) -> String {
+    if id == OVERFLOW_TENANT {
+        return OVERFLOW_WORKFLOW.to_string();
+    }
     let hex = format!("{:032x}", id.0);
     format!(
         "{}-{}-{}-{}-{}",
