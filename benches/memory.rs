@@ -6,11 +6,14 @@
 //!    outcomes over the last hour with durations from milliseconds to hours, through the whole
 //!    aggregation (so the outcome memory and run tracking hold those 1,000,000 runs too, and are
 //!    reported apart).
+//! 3. Run tracking with 1,000,000 runs in flight, and the cost of its oldest-running scan.
 
+use hatchet_run_metrics::aggregate::lifecycle::{LifecycleLimits, RunLifecycle};
 use hatchet_run_metrics::aggregate::outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits};
 use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::Config;
 use hatchet_run_metrics::decode::{decode, RunKey};
+use hatchet_run_metrics::model::V1TaskStatus;
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -25,8 +28,23 @@ fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return; // `cargo test --all-targets` runs benches as tests: nothing to check here.
     }
-    // First, while the heap is fresh: memory freed by one phase would be reused unseen by the next.
-    active_workflows();
+    // Each measurement in a fresh process of its own: memory one phase frees would be reused,
+    // unseen, by the next.
+    match std::env::var("HRM_MEMORY_PHASE").as_deref() {
+        Ok("outcomes") => outcome_memory(),
+        Ok("workflows") => active_workflows(),
+        Ok("runs") => runs_in_flight(),
+        _ => {
+            let exe = std::env::current_exe().expect("own executable");
+            for phase in ["outcomes", "workflows", "runs"] {
+                let status = std::process::Command::new(&exe).env("HRM_MEMORY_PHASE", phase).status();
+                assert!(status.is_ok_and(|s| s.success()), "phase {phase} failed");
+            }
+        }
+    }
+}
+
+fn outcome_memory() {
     const N: u64 = 1_000_000;
     let before = rss_bytes();
     let mut memory = OutcomeMemory::new(OutcomeMemoryLimits {
@@ -96,5 +114,38 @@ fn active_workflows() {
         windows as f64 / 1024.0 / WORKFLOWS as f64,
         agg.outcome_memory().len(),
         agg.lifecycle().len(),
+    );
+}
+
+fn runs_in_flight() {
+    const N: u64 = 1_000_000;
+    let before = rss_bytes();
+    let mut lc = RunLifecycle::new(LifecycleLimits {
+        max_runs: N as usize,
+        max_age_nanos: i64::MAX,
+    });
+    let key = |i: u64| RunKey(u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+    let start = std::time::Instant::now();
+    for i in 0..N {
+        let (status, started) = if i % 2 == 0 {
+            (V1TaskStatus::Running, Some(i as i64))
+        } else {
+            (V1TaskStatus::Queued, None)
+        };
+        lc.observe(key(i), (i % 10_000) as u32, status, started, None, i as i64);
+    }
+    let observe = start.elapsed();
+    let full = rss_bytes();
+    let start = std::time::Instant::now();
+    let oldest = lc.oldest_running();
+    let scan = start.elapsed();
+    let in_flight: u64 = lc.in_flight().iter().map(|c| c.queued + c.running).sum();
+    assert_eq!((in_flight, oldest.len()), (N, 10_000));
+    println!(
+        "run tracking: {N} runs in flight: +{:.1} MiB resident ({:.0} bytes each); {:.0} ns per new run; oldest-running scan {:?}",
+        (full - before) as f64 / (1024.0 * 1024.0),
+        (full - before) as f64 / N as f64,
+        observe.as_nanos() as f64 / N as f64,
+        scan
     );
 }

@@ -78,8 +78,8 @@
 //! `now` never goes back here: an earlier `now` than already seen is taken as the latest one, so
 //! the lists stay in the order runs were seen.
 //!
-//! Measured (`cargo test --release --lib lifecycle::tests::a_million_runs_in_flight -- --ignored
-//! --nocapture`, x86-64): 1,000,000 runs in flight take 88 MiB resident, 92 bytes per run (46 MiB
+//! Measured (`cargo bench --bench memory`,
+//! x86-64): 1,000,000 runs in flight take 88 MiB resident, 92 bytes per run (46 MiB
 //! of slab, 42 MiB of hash table, which has 2^21 slots at that count);
 //! [`RunLifecycle::oldest_running`] scans them in 1.5 to 2 ms; an update of one of them takes about
 //! 105 ns (cache misses: the table, the slot and its neighbours in the list), a new run about
@@ -1072,60 +1072,5 @@ mod tests {
         assert_eq!(lc.len(), 0);
         assert!(lc.in_flight().iter().all(|c| *c == InFlight::default()));
         check(&lc);
-    }
-
-    fn rss_bytes() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-
-    /// The figures in the module doc. Run alone, in release:
-    /// `cargo test --release --lib lifecycle::tests::a_million_runs_in_flight -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn a_million_runs_in_flight() {
-        const N: u64 = 1_000_000;
-        let before = rss_bytes();
-        let mut lc = lifecycle(N as usize, i64::MAX);
-        let start = std::time::Instant::now();
-        for i in 0..N {
-            let run = RunKey(u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
-            let (status, started) = if i % 2 == 0 { (R, Some(i as i64)) } else { (Q, None) };
-            lc.observe(run, (i % 10_000) as u32, status, started, None, i as i64);
-        }
-        let observe = start.elapsed();
-        let full = rss_bytes();
-        // A second update of every run, in another order: the queued ones start.
-        let start = std::time::Instant::now();
-        for j in 0..N {
-            let i = j * 999_983 % N;
-            let run = RunKey(u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
-            let started = if i % 2 == 0 { i as i64 } else { (N + i) as i64 };
-            lc.observe(run, (i % 10_000) as u32, R, Some(started), None, (N + j) as i64);
-        }
-        let again = start.elapsed();
-        let running: u64 = lc.in_flight().iter().map(|c| c.running).sum();
-        assert_eq!((running, lc.len()), (N, N as usize));
-        let mut scans = Vec::new();
-        for _ in 0..5 {
-            let start = std::time::Instant::now();
-            let oldest = lc.oldest_running();
-            scans.push(start.elapsed());
-            assert_eq!(oldest.len(), 10_000);
-        }
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        println!(
-            "lifecycle: {} runs in flight: +{:.1} MiB resident ({:.0} bytes each); {:.0} ns per new run, {:.0} ns per update of a tracked run; oldest_running scans: {:?}",
-            lc.len(),
-            mib(full - before),
-            (full - before) as f64 / N as f64,
-            observe.as_nanos() as f64 / N as f64,
-            again.as_nanos() as f64 / N as f64,
-            scans
-        );
     }
 }
