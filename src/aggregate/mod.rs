@@ -211,10 +211,10 @@ impl Aggregator {
         let run = &update.run;
         let terminal = run.status.is_terminal();
         // Instants i64 nanoseconds cannot hold (before 1677, after 2262) are clamped.
-        let finished = run
-            .finished_at
-            .filter(|_| terminal)
-            .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        let nanos = |t: Option<Timestamp>| t.map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        let finished_at = nanos(run.finished_at);
+        // A DAG's finishedAt while still RUNNING is not a finish.
+        let finished = finished_at.filter(|_| terminal);
         let now = match self.clock {
             Clock::Wall => wall_nanos,
             // The file's own time, this outcome included. Before any finishedAt, an outcome
@@ -225,13 +225,12 @@ impl Aggregator {
         if now.saturating_sub(self.last_sweep_nanos) >= IDLE_SWEEP_NANOS {
             self.drop_idle_series(now);
         }
-        let nanos = |t: Option<Timestamp>| t.map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
         let observed = (self.lifecycle).observe(
             update.run_key,
             u32::try_from(at).unwrap_or(u32::MAX),
             run.status,
             nanos(run.started_at),
-            nanos(run.finished_at),
+            finished_at,
             now,
         );
         if let Some(stats) = self.series[at].as_mut() {

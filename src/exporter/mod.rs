@@ -178,11 +178,7 @@ impl Snapshot {
         let summary = "hatchet_workflow_run_duration_window_seconds";
         header(out, summary, "summary", "Quantiles of workflow run durations (seconds) over each sliding window (by finishedAt), within 1% of the exact nearest-rank value; absent while the window holds no outcome.");
         for s in &self.series {
-            let base = format!(
-                "tenant_id=\"{}\",workflow=\"{}\"",
-                escape_label(&s.tenant),
-                escape_label(&s.workflow)
-            );
+            let base = labels(s, None, None);
             for (extra, window) in &s.duration_summaries {
                 for (q, value) in self.quantiles.iter().zip(&window.quantiles) {
                     let _ = writeln!(
