@@ -10,6 +10,7 @@ use crate::aggregate::metadata_labels::MAX_METADATA_LABELS;
 use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings};
 use crate::decode::Uuid128;
 use crate::model::V1TaskStatus;
+use crate::thresholds::{OverrideSpec, ThresholdSet, Thresholds, ThresholdsFile, TrackedWindows};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub struct Config {
     /// `workflowId` -> the `workflow` label to use for it, instead of the name taken from
     /// `displayName`. Default: empty.
     pub workflow_names: BTreeMap<String, String>,
+    pub thresholds: ThresholdsConfig,
     pub log: LogConfig,
 }
 
@@ -105,6 +107,10 @@ pub struct MetricsConfig {
     pub quantile_windows: Option<Vec<String>>,
     /// Outcome statuses that get windowed duration quantiles. Default `["COMPLETED"]`.
     pub quantile_statuses: Vec<String>,
+    /// Queue-wait quantiles over `quantile_windows` too (all outcomes together), as
+    /// `hatchet_workflow_run_queue_window_seconds`; `queue_wait_quantile` thresholds need them.
+    /// They cost about as much memory as one more quantile status. Default `false`.
+    pub queue_wait_quantiles: bool,
     /// Windows of `hatchet_workflow_failure_ratio`, each also its `window` label. Default
     /// `["5m", "1h"]`.
     pub failure_ratio_windows: Vec<String>,
@@ -142,6 +148,34 @@ impl Default for RunsConfig {
         RunsConfig {
             max_tracked: 1_000_000,
             max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `[thresholds]`: what healthy means per workflow. The only section applied again on reload
+/// (SIGHUP, or an edit of the file); see `config/thresholds.toml` for every field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThresholdsConfig {
+    /// A file holding `default` and `overrides` instead of this section (relative to this config
+    /// file's folder). Default: none, the thresholds are here.
+    pub file: Option<PathBuf>,
+    /// How often the sidecar evaluates the thresholds. Default `"15s"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub evaluation_interval: Duration,
+    /// The thresholds of every workflow that no override claims. Default: none.
+    pub default: ThresholdSet,
+    /// Thresholds per workflow name (exact or glob) and optionally tenant. Default: none.
+    pub overrides: Vec<OverrideSpec>,
+}
+
+impl Default for ThresholdsConfig {
+    fn default() -> ThresholdsConfig {
+        ThresholdsConfig {
+            file: None,
+            evaluation_interval: Duration::from_secs(15),
+            default: ThresholdSet::default(),
+            overrides: Vec::new(),
         }
     }
 }
@@ -193,6 +227,7 @@ impl Default for MetricsConfig {
             quantiles: vec![0.5, 0.9, 0.95, 0.99],
             quantile_windows: None,
             quantile_statuses: vec!["COMPLETED".into()],
+            queue_wait_quantiles: false,
             metadata_labels: Vec::new(),
             metadata_label_max_values: 100,
             idle_expiry: Duration::from_secs(48 * 3600),
@@ -295,8 +330,58 @@ impl Config {
             why: format!("cannot read it: {e}"),
         })?;
         let mut config = Config::parse(&text, &name)?;
+        if let Some(file) = &mut config.thresholds.file {
+            if file.is_relative() {
+                *file = path.parent().unwrap_or(Path::new("")).join(&*file);
+            }
+        }
         config.apply_env(|k| std::env::var(k).ok())?;
+        config.load_thresholds()?;
         Ok(config)
+    }
+
+    /// The thresholds, validated against the windows this config tracks: from
+    /// `[thresholds]`, or read from the file `thresholds.file` names.
+    pub fn load_thresholds(&self) -> Result<Thresholds, ConfigError> {
+        let tracked = self.tracked_windows();
+        match &self.thresholds.file {
+            None => {
+                let inline = ThresholdsFile {
+                    default: self.thresholds.default.clone(),
+                    overrides: self.thresholds.overrides.clone(),
+                };
+                Thresholds::from_file(&inline, "thresholds.", &tracked).map_err(|(key, why)| ConfigError {
+                    source_name: "config".into(),
+                    key,
+                    why,
+                })
+            }
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    source_name: name.clone(),
+                    key: "(file)".into(),
+                    why: format!("cannot read it (named by thresholds.file): {e}"),
+                })?;
+                let file: ThresholdsFile = deserialize_toml(&text, &name)?;
+                Thresholds::from_file(&file, "", &tracked).map_err(|(key, why)| ConfigError {
+                    source_name: name,
+                    key,
+                    why,
+                })
+            }
+        }
+    }
+
+    /// What the thresholds may refer to: the windows and statuses `[metrics]` tracks.
+    pub fn tracked_windows(&self) -> TrackedWindows {
+        let settings = self.aggregate_settings();
+        TrackedWindows {
+            failure_ratio_windows: settings.failure_ratio_windows,
+            quantile_windows: settings.quantile_windows,
+            quantile_statuses: settings.quantile_statuses,
+            queue_wait_quantiles: self.metrics.queue_wait_quantiles,
+        }
     }
 
     /// The defaults, with environment overrides: what runs when no file is given.
@@ -308,24 +393,14 @@ impl Config {
 
     /// Parses and validates TOML text; `source_name` names it in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
-        let deserializer = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let mut why = inner.message().trim().to_string();
-            if let Some(span) = inner.span() {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                why.push_str(&format!(" (line {line}, column {column})"));
-            }
-            ConfigError {
-                source_name: source_name.into(),
-                key: if key == "." { "(top level)".into() } else { key },
-                why,
-            }
-        })?;
+        let config: Config = deserialize_toml(text, source_name)?;
         config.validate(source_name)?;
+        if config.thresholds.file.is_none() {
+            config.load_thresholds().map_err(|e| ConfigError {
+                source_name: source_name.into(),
+                ..e
+            })?;
+        }
         Ok(config)
     }
 
@@ -502,6 +577,17 @@ impl Config {
                 return fail(&format!("workflow_names.\"{id}\""), "the name must not be empty".into());
             }
         }
+        if self.thresholds.file.is_some()
+            && (self.thresholds.default != ThresholdSet::default() || !self.thresholds.overrides.is_empty())
+        {
+            return fail(
+                "thresholds.file",
+                "the thresholds come from this file, so [thresholds.default] and [[thresholds.overrides]] here would be ignored: keep them in one place".into(),
+            );
+        }
+        if self.thresholds.evaluation_interval < Duration::from_millis(100) {
+            return fail("thresholds.evaluation_interval", "must be at least 100ms".into());
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(
                 "log.level",
@@ -532,6 +618,7 @@ impl Config {
                 .iter()
                 .filter_map(|s| V1TaskStatus::from_wire(s))
                 .collect(),
+            queue_wait_quantiles: self.metrics.queue_wait_quantiles,
             workflow_names: (self.workflow_names.iter())
                 .filter_map(|(id, name)| Some((Uuid128::parse(id)?, name.clone())))
                 .collect(),
@@ -549,6 +636,27 @@ impl Config {
             idle_expiry_nanos: i64::try_from(self.metrics.idle_expiry.as_nanos()).unwrap_or(i64::MAX),
         }
     }
+}
+
+/// TOML text into `T`, with the key path, line and column of the first error.
+fn deserialize_toml<T: serde::de::DeserializeOwned>(text: &str, source_name: &str) -> Result<T, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let mut why = inner.message().trim().to_string();
+        if let Some(span) = inner.span() {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            why.push_str(&format!(" (line {line}, column {column})"));
+        }
+        ConfigError {
+            source_name: source_name.into(),
+            key: if key == "." { "(top level)".into() } else { key },
+            why,
+        }
+    })
 }
 
 /// Where the config comes from: `--config`, else `HATCHET_RUN_METRICS_CONFIG`, else the defaults.

@@ -4,7 +4,9 @@
 //! The self-metrics live in a `prometheus::Registry` owned by [`Telemetry`]; the workflow metrics
 //! are rendered by `exporter` from the aggregation and appended to them on scrape.
 
+use crate::config::ConfigError;
 use crate::decode::{DecodeError, RejectReason};
+use crate::thresholds::evaluate::Transition;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::collections::HashMap;
 use std::fmt;
@@ -53,6 +55,11 @@ pub struct Telemetry {
     assigned_partitions: IntGauge,
     kafka_errors: IntCounterVec,
     offset_store_failures: IntCounter,
+    threshold_transitions: IntCounterVec,
+    threshold_evaluation_seconds: Gauge,
+    reload_successful: IntGauge,
+    reload_success_timestamp: Gauge,
+    reloads: IntCounterVec,
     rejected_log: LogRateLimit,
     /// One warning a second per error code: a broker outage repeats the same error many times.
     kafka_error_log: Mutex<HashMap<String, LogRateLimit>>,
@@ -98,6 +105,36 @@ impl Telemetry {
             "Errors reported by the Kafka client (broker down, transport...), by librdkafka error code.",
             &["code"],
         );
+        let threshold_transitions = counter_vec(
+            "hatchet_run_metrics_threshold_transitions_total",
+            "Workflows going into (to=\"breached\") or out of (to=\"normal\") breach of a threshold, by threshold.",
+            &["threshold", "to"],
+        );
+        let reloads = counter_vec(
+            "hatchet_run_metrics_config_reloads_total",
+            "Config reloads (SIGHUP or a changed file) by result (ok, failed); a failed one leaves the previous thresholds in force.",
+            &["result"],
+        );
+        for result in ["ok", "failed"] {
+            reloads.with_label_values(&[result]);
+        }
+        let threshold_evaluation_seconds = Gauge::new(
+            "hatchet_run_metrics_threshold_evaluation_seconds",
+            "How long the last evaluation of the thresholds took (the aggregation is locked for part of it).",
+        )
+        .expect("static metric definition");
+        let reload_successful = IntGauge::new(
+            "hatchet_run_metrics_config_last_reload_successful",
+            "Whether the last config reload succeeded (1) or was refused (0); the start counts as a successful load.",
+        )
+        .expect("static metric definition");
+        reload_successful.set(1);
+        let reload_success_timestamp = Gauge::new(
+            "hatchet_run_metrics_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (the start, or a reload).",
+        )
+        .expect("static metric definition");
+        reload_success_timestamp.set(unix_seconds());
         let duplicates = IntCounter::new(
             "hatchet_run_metrics_duplicate_outcomes_total",
             "Terminal updates ignored because the same outcome (run id and finishedAt) was already counted.",
@@ -139,6 +176,9 @@ impl Telemetry {
             Box::new(lag.clone()),
             Box::new(assigned_partitions.clone()),
             Box::new(build_info),
+            Box::new(threshold_evaluation_seconds.clone()),
+            Box::new(reload_successful.clone()),
+            Box::new(reload_success_timestamp.clone()),
         ] {
             registry.register(metric).expect("registered once");
         }
@@ -154,6 +194,11 @@ impl Telemetry {
             assigned_partitions,
             kafka_errors,
             offset_store_failures,
+            threshold_transitions,
+            threshold_evaluation_seconds,
+            reload_successful,
+            reload_success_timestamp,
+            reloads,
             rejected_log: LogRateLimit::new(rejected_per_second),
             kafka_error_log: Mutex::new(HashMap::new()),
         }
@@ -341,6 +386,111 @@ impl KafkaClientError<'_> {
             );
         }
     }
+}
+
+/// A workflow went into or out of breach of a threshold: one warning per transition.
+pub struct ThresholdTransitioned<'a> {
+    pub transition: &'a Transition,
+}
+
+impl ThresholdTransitioned<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        let t = self.transition;
+        let to = if t.breached { "breached" } else { "normal" };
+        telemetry
+            .threshold_transitions
+            .with_label_values(&[t.kind.as_str(), to])
+            .inc();
+        let observed = t.observed.map_or_else(|| "none".to_string(), |v| format!("{v}"));
+        if t.breached {
+            tracing::warn!(
+                tenant_id = %t.tenant,
+                workflow = %t.workflow,
+                threshold = t.kind.as_str(),
+                rule = %t.rule,
+                observed = %observed,
+                limit = t.limit,
+                condition = %t.condition,
+                "threshold breached"
+            );
+        } else {
+            tracing::warn!(
+                tenant_id = %t.tenant,
+                workflow = %t.workflow,
+                threshold = t.kind.as_str(),
+                rule = %t.rule,
+                observed = %observed,
+                limit = t.limit,
+                cause = t.cause.unwrap_or("back within the limit"),
+                "threshold no longer breached"
+            );
+        }
+    }
+}
+
+/// One evaluation of the thresholds finished.
+pub struct ThresholdsEvaluated {
+    pub seconds: f64,
+}
+
+impl ThresholdsEvaluated {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.threshold_evaluation_seconds.set(self.seconds);
+        tracing::trace!(seconds = self.seconds, "thresholds evaluated");
+    }
+}
+
+/// A reload applied new thresholds.
+pub struct ConfigReloaded<'a> {
+    pub trigger: &'a str,
+    pub rules: usize,
+    /// Sections other than `[thresholds]` that changed: they need a restart.
+    pub ignored_changes: &'a [&'a str],
+}
+
+impl ConfigReloaded<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.reload_successful.set(1);
+        telemetry.reload_success_timestamp.set(unix_seconds());
+        telemetry.reloads.with_label_values(&["ok"]).inc();
+        tracing::info!(
+            trigger = self.trigger,
+            rules = self.rules,
+            "config reloaded; thresholds applied"
+        );
+        if !self.ignored_changes.is_empty() {
+            tracing::warn!(
+                sections = ?self.ignored_changes,
+                "only [thresholds] is applied on reload; these changed sections take effect at the next restart"
+            );
+        }
+    }
+}
+
+/// A reload was refused: the previous config stays in force.
+pub struct ConfigReloadFailed<'a> {
+    pub trigger: &'a str,
+    pub error: &'a ConfigError,
+}
+
+impl ConfigReloadFailed<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.reload_successful.set(0);
+        telemetry.reloads.with_label_values(&["failed"]).inc();
+        tracing::error!(
+            trigger = self.trigger,
+            file = %self.error.source_name,
+            key = %self.error.key,
+            why = %self.error.why,
+            "config reload refused; the previous thresholds stay in force"
+        );
+    }
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// At most `per_second` admissions per wall-clock second; counts the refused ones.

@@ -31,5 +31,7 @@ pub mod exporter;
 pub mod model;
 pub mod pipeline;
 pub mod produce;
+pub mod reload;
 pub mod source;
 pub mod synthetic;
+pub mod thresholds;

@@ -4,12 +4,15 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::{self, Config};
+use hatchet_run_metrics::decode::Uuid128;
 use hatchet_run_metrics::events::Telemetry;
 use hatchet_run_metrics::exporter::{self, http, WindowEnd};
-use hatchet_run_metrics::pipeline::Pipeline;
+use hatchet_run_metrics::pipeline::{now_nanos, Pipeline};
 use hatchet_run_metrics::produce::{self, ProduceTarget};
+use hatchet_run_metrics::reload::{self, ConfigWatch};
 use hatchet_run_metrics::source::{file, kafka};
 use hatchet_run_metrics::synthetic::TrafficProfile;
+use hatchet_run_metrics::thresholds::{self, evaluate::ThresholdEvaluator};
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +44,29 @@ enum Command {
     Replay { file: PathBuf },
     /// Send updates to the topic: each non-blank line of FILE, or simulated traffic.
     Produce(ProduceArgs),
+    /// Write Prometheus alerting rules for the configured thresholds (to stdout, or --output).
+    Rules {
+        /// Write the rules here instead of to stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Inspect the configured thresholds.
+    Thresholds {
+        #[command(subcommand)]
+        command: ThresholdsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ThresholdsCommand {
+    /// Which rule applies to a workflow for each kind of threshold, and why.
+    Explain {
+        /// The workflow name (the `workflow` label).
+        workflow: String,
+        /// The tenant id; without it, overrides for one tenant are not considered.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -92,10 +118,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = config::load(cli.config.as_ref())?;
+    let path = (cli.config.clone()).or_else(|| std::env::var_os("HATCHET_RUN_METRICS_CONFIG").map(PathBuf::from));
+    let config = config::load(path.as_ref())?;
     init_tracing(&config.log.level);
     match cli.command {
-        Command::Run => serve(config),
+        Command::Run => serve(config, path),
         Command::CheckConfig => {
             let mut shown = config.clone();
             for (key, value) in &mut shown.kafka.properties {
@@ -103,8 +130,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     *value = "<redacted>".into();
                 }
             }
+            let thresholds = config.load_thresholds()?;
             println!("config OK");
             println!("{shown:#?}");
+            println!(
+                "thresholds: {} rules ({}), `thresholds explain WORKFLOW` shows which applies",
+                thresholds.rules.len(),
+                match &config.thresholds.file {
+                    Some(file) => format!("from {}", file.display()),
+                    None => "from [thresholds]".to_string(),
+                }
+            );
+            Ok(())
+        }
+        Command::Rules { output } => {
+            let thresholds = config.load_thresholds()?;
+            if thresholds.is_empty() {
+                tracing::warn!("no thresholds are configured: the rules file has no rules");
+            }
+            let text = thresholds::rules::alerting_rules(&thresholds);
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?
+                }
+                None => std::io::stdout().lock().write_all(text.as_bytes())?,
+            }
+            Ok(())
+        }
+        Command::Thresholds {
+            command: ThresholdsCommand::Explain { workflow, tenant },
+        } => {
+            let thresholds = config.load_thresholds()?;
+            let tenant = match tenant {
+                None => None,
+                Some(text) => Some(Uuid128::parse(&text).with_context(|| format!("--tenant {text:?} is not a UUID"))?),
+            };
+            print!("{}", thresholds.explain(&workflow, tenant));
             Ok(())
         }
         Command::Replay { file } => replay(&config, &file),
@@ -133,10 +194,17 @@ fn new_pipeline(config: &Config, clock: Clock) -> Pipeline {
     )
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let pipeline = new_pipeline(&config, Clock::Wall);
+        let thresholds = config.load_thresholds()?;
+        tracing::info!(
+            rules = thresholds.rules.len(),
+            evaluation_interval = ?config.thresholds.evaluation_interval,
+            "thresholds loaded"
+        );
+        *pipeline.thresholds() = ThresholdEvaluator::new(thresholds, config.thresholds.evaluation_interval);
         let health = Arc::new(kafka::ConsumerHealth::default());
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -152,6 +220,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
             health.clone(),
             until_stopped(stopped.clone()),
         ));
+        tokio::spawn(evaluate_thresholds(pipeline.clone(), until_stopped(stopped.clone())));
+        match path {
+            Some(path) => {
+                let watch = ConfigWatch::new(path, config.clone());
+                tokio::spawn(reload::watch(watch, pipeline.clone(), until_stopped(stopped.clone())));
+            }
+            None => {
+                tokio::spawn(ignore_hangups());
+            }
+        }
         tokio::spawn(async move {
             wait_for_signal().await;
             let _ = stop.send(true);
@@ -163,6 +241,34 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Evaluates the thresholds every `thresholds.evaluation_interval` (which a reload may change).
+async fn evaluate_thresholds(pipeline: Pipeline, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        let interval = pipeline.thresholds().interval();
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(interval) => {
+                let pipeline = pipeline.clone();
+                let evaluated = tokio::task::spawn_blocking(move || pipeline.evaluate_thresholds(now_nanos())).await;
+                if let Err(error) = evaluated {
+                    tracing::error!(%error, "evaluating the thresholds failed");
+                }
+            }
+        }
+    }
+}
+
+/// Without a config file there is nothing to reload, but SIGHUP must not end the service.
+async fn ignore_hangups() {
+    use tokio::signal::unix::{signal, SignalKind};
+    if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+        while hangup.recv().await.is_some() {
+            tracing::warn!("SIGHUP received, but no config file was given: nothing to reload");
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -3,13 +3,18 @@
 
 use crate::aggregate::{Aggregator, Applied};
 use crate::decode::{decode, RejectReason};
-use crate::events::{DuplicateOutcome, MessageOrigin, MessageRejected, Telemetry};
+use crate::events::{
+    DuplicateOutcome, MessageOrigin, MessageRejected, Telemetry, ThresholdTransitioned, ThresholdsEvaluated,
+};
+use crate::thresholds::evaluate::ThresholdEvaluator;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Clone)]
 pub struct Pipeline {
     aggregator: Arc<Mutex<Aggregator>>,
     telemetry: Arc<Telemetry>,
+    /// The thresholds' states, read from the aggregation on an interval (none until set).
+    thresholds: Arc<Mutex<ThresholdEvaluator>>,
     max_message_bytes: usize,
 }
 
@@ -18,6 +23,7 @@ impl Pipeline {
         Pipeline {
             aggregator: Arc::new(Mutex::new(aggregator)),
             telemetry,
+            thresholds: Arc::default(),
             max_message_bytes,
         }
     }
@@ -53,6 +59,33 @@ impl Pipeline {
         // A panic while holding the lock cannot leave the statistics half-updated in a way that
         // matters more than stopping the exporter would, so keep serving.
         self.aggregator.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Evaluates the thresholds at `now_nanos` (the wall clock): observes under the aggregation's
+    /// lock, briefly, then moves the states and reports each transition.
+    pub fn evaluate_thresholds(&self, now_nanos: i64) {
+        let started = std::time::Instant::now();
+        let mut evaluator = self.thresholds();
+        let (observations, labels) = {
+            let aggregator = self.aggregator();
+            evaluator.observe(&aggregator, now_nanos)
+        };
+        for transition in evaluator.update(observations, &labels, now_nanos) {
+            ThresholdTransitioned {
+                transition: &transition,
+            }
+            .emit(&self.telemetry);
+        }
+        ThresholdsEvaluated {
+            seconds: started.elapsed().as_secs_f64(),
+        }
+        .emit(&self.telemetry);
+    }
+
+    /// The thresholds' evaluation, locked. Lock order: this, then [`Pipeline::aggregator`], never
+    /// the other way round.
+    pub fn thresholds(&self) -> MutexGuard<'_, ThresholdEvaluator> {
+        self.thresholds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {

@@ -44,6 +44,8 @@ pub struct AggregateSettings {
     pub quantile_windows: Vec<(String, i64)>,
     /// Outcome statuses that get windowed duration summaries.
     pub quantile_statuses: Vec<V1TaskStatus>,
+    /// Whether queue waits get windowed summaries too (over `quantile_windows`, all outcomes).
+    pub queue_wait_quantiles: bool,
     /// Names that override the name derived from `displayName`.
     pub workflow_names: HashMap<Uuid128, String>,
     pub outcome_memory: OutcomeMemoryLimits,
@@ -146,6 +148,8 @@ pub struct WorkflowStats {
     pub failure_windows: Vec<FailureRatioWindow>,
     /// Per quantile status (in settings order), per quantile window: `[status][window]` flattened.
     pub duration_windows: Vec<QuantileWindow>,
+    /// Queue waits of all outcomes, per quantile window (empty unless `queue_wait_quantiles`).
+    pub queue_windows: Vec<QuantileWindow>,
     /// Per combination of metadata-label values (only with `metadata_labels` configured), in the
     /// order of [`OUTCOME_STATUSES`].
     pub by_metadata: FxHashMap<MetadataKey, [LabelledOutcome; 3]>,
@@ -288,6 +292,9 @@ impl Aggregator {
         }
         if let Some(seconds) = queue_wait_seconds(run) {
             outcome.queue.observe(&self.settings.queue_buckets_seconds, seconds);
+            for window in &mut stats.queue_windows {
+                window.record(event_nanos, seconds);
+            }
         }
         let failed = run.status == V1TaskStatus::Failed;
         for window in &mut stats.failure_windows {
@@ -378,6 +385,12 @@ impl Aggregator {
                         .map(|(_, length)| QuantileWindow::new(*length))
                 })
                 .collect(),
+            queue_windows: match self.settings.queue_wait_quantiles {
+                true => (self.settings.quantile_windows.iter())
+                    .map(|(_, length)| QuantileWindow::new(*length))
+                    .collect(),
+                false => Vec::new(),
+            },
             by_metadata: FxHashMap::default(),
             retries: 0,
             replays: 0,

@@ -38,6 +38,8 @@ struct SeriesSnapshot {
     ratios: Vec<Option<f64>>,
     /// Per quantile status and window with outcomes: the labels (`,status=..,window=..`) and summary.
     duration_summaries: Vec<(String, WindowSummary)>,
+    /// Per quantile window with outcomes (only with `queue_wait_quantiles`): `,window=..` and summary.
+    queue_summaries: Vec<(String, WindowSummary)>,
     in_flight: InFlight,
     /// Seconds since the oldest RUNNING run started, when one runs.
     oldest_running_age: Option<f64>,
@@ -48,6 +50,7 @@ struct SeriesSnapshot {
 /// What one scrape shows, copied out of the aggregation.
 pub struct Snapshot {
     with_metadata_labels: bool,
+    queue_wait_quantiles: bool,
     quantiles: Vec<String>,
     duration_bounds: Vec<f64>,
     queue_bounds: Vec<f64>,
@@ -98,6 +101,12 @@ impl Snapshot {
                         })
                         .collect()
                 },
+                queue_summaries: (settings.quantile_windows.iter().zip(&s.queue_windows))
+                    .filter_map(|((label, _), w)| {
+                        let summary = end_nanos.and_then(|end| w.summary(end, &settings.quantiles))?;
+                        Some((format!(",window=\"{}\"", escape_label(label)), summary))
+                    })
+                    .collect(),
                 retries: s.retries,
                 replays: s.replays,
                 tenant: format_uuid(s.tenant),
@@ -126,6 +135,7 @@ impl Snapshot {
         let memory = aggregator.outcome_memory();
         Snapshot {
             with_metadata_labels: !aggregator.metadata_labels().is_empty(),
+            queue_wait_quantiles: settings.queue_wait_quantiles,
             quantiles: settings.quantiles.iter().map(|q| format_float(*q)).collect(),
             duration_bounds: settings.duration_buckets_seconds.clone(),
             queue_bounds: settings.queue_buckets_seconds.clone(),
@@ -175,21 +185,19 @@ impl Snapshot {
             &self.queue_bounds,
             queue_rows.iter().map(|(labels, h)| (labels, *h)),
         );
-        let summary = "hatchet_workflow_run_duration_window_seconds";
-        header(out, summary, "summary", "Quantiles of workflow run durations (seconds) over each sliding window (by finishedAt), within 1% of the exact nearest-rank value; absent while the window holds no outcome.");
-        for s in &self.series {
-            let base = labels(s, None, None);
-            for (extra, window) in &s.duration_summaries {
-                for (q, value) in self.quantiles.iter().zip(&window.quantiles) {
-                    let _ = writeln!(
-                        out,
-                        "{summary}{{{base}{extra},quantile=\"{q}\"}} {}",
-                        format_float(*value)
-                    );
-                }
-                let _ = writeln!(out, "{summary}_sum{{{base}{extra}}} {}", format_float(window.sum));
-                let _ = writeln!(out, "{summary}_count{{{base}{extra}}} {}", window.count);
-            }
+        self.render_summary(
+            out,
+            "hatchet_workflow_run_duration_window_seconds",
+            "Quantiles of workflow run durations (seconds) over each sliding window (by finishedAt), within 1% of the exact nearest-rank value; absent while the window holds no outcome.",
+            |s| &s.duration_summaries,
+        );
+        if self.queue_wait_quantiles {
+            self.render_summary(
+                out,
+                "hatchet_workflow_run_queue_window_seconds",
+                "Quantiles of the queue wait (createdAt to startedAt, seconds) of runs that reached an outcome, over each sliding window (by finishedAt), within 1% of the exact value; absent while the window holds no outcome.",
+                |s| &s.queue_summaries,
+            );
         }
         header(out, "hatchet_workflow_failure_ratio", "gauge", "FAILED outcomes over all outcomes whose finishedAt lies in the window; absent while the window holds no outcome.");
         for s in &self.series {
@@ -356,6 +364,26 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    fn render_summary(
+        &self,
+        out: &mut String,
+        name: &str,
+        help: &str,
+        summaries: impl Fn(&SeriesSnapshot) -> &Vec<(String, WindowSummary)>,
+    ) {
+        header(out, name, "summary", help);
+        for s in &self.series {
+            let base = labels(s, None, None);
+            for (extra, window) in summaries(s) {
+                for (q, value) in self.quantiles.iter().zip(&window.quantiles) {
+                    let _ = writeln!(out, "{name}{{{base}{extra},quantile=\"{q}\"}} {}", format_float(*value));
+                }
+                let _ = writeln!(out, "{name}_sum{{{base}{extra}}} {}", format_float(window.sum));
+                let _ = writeln!(out, "{name}_count{{{base}{extra}}} {}", window.count);
+            }
+        }
+    }
+
     /// One row per series, status and (with metadata labels) combination of their values: the
     /// labels, the outcome count and the duration histogram.
     fn outcome_rows(&self) -> Vec<(String, u64, &DurationHistogram)> {
@@ -411,6 +439,7 @@ pub fn exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
     };
     let mut out = String::with_capacity(64 * 1024);
     snapshot.render(&mut out);
+    pipeline.thresholds().render(&mut out);
     append_registry(&mut out, pipeline.telemetry());
     out
 }

@@ -1,0 +1,142 @@
+//! Thresholds applied without a restart: on SIGHUP, and when the config file (or the thresholds
+//! file it names) changes.
+//!
+//! A reload reads and validates the whole config again. If anything is wrong the running
+//! thresholds stay in force and the error is logged with the file, the key and why;
+//! `hatchet_run_metrics_config_last_reload_successful` shows it, as Prometheus does for its own
+//! config. Only `[thresholds]` is applied: the other sections need a restart, and a reload that
+//! changes them says so.
+
+use crate::config::{Config, ConfigError};
+use crate::events::{ConfigReloadFailed, ConfigReloaded};
+use crate::pipeline::{now_nanos, Pipeline};
+use crate::thresholds::Thresholds;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How often the files are looked at. A change is applied once two looks in a row agree, so a
+/// file caught half-written is not reported as an error.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The config in force and the files it came from.
+pub struct ConfigWatch {
+    path: PathBuf,
+    running: Config,
+    /// The fingerprint of the files when last applied or refused.
+    seen: u64,
+    /// A changed fingerprint seen once, applied when the next look agrees.
+    settling: Option<u64>,
+}
+
+impl ConfigWatch {
+    pub fn new(path: PathBuf, running: Config) -> ConfigWatch {
+        let mut watch = ConfigWatch {
+            path,
+            running,
+            seen: 0,
+            settling: None,
+        };
+        watch.seen = watch.fingerprint();
+        watch
+    }
+
+    /// The files' contents, hashed (unreadable counts as a content of its own).
+    fn fingerprint(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        for path in [Some(self.path.as_path()), self.running.thresholds.file.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::read(path).ok().hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
+    /// Called every [`POLL_INTERVAL`]: reloads when the files changed and have settled.
+    pub fn poll(&mut self, pipeline: &Pipeline) {
+        let now = self.fingerprint();
+        if now == self.seen {
+            self.settling = None;
+        } else if self.settling == Some(now) {
+            self.reload(pipeline, "file change");
+        } else {
+            self.settling = Some(now);
+        }
+    }
+
+    /// Reads, validates and applies the thresholds; on any error keeps those in force.
+    pub fn reload(&mut self, pipeline: &Pipeline, trigger: &str) {
+        let loaded = Config::load(&self.path).and_then(|config| {
+            let thresholds = config.load_thresholds()?;
+            Ok::<(Config, Thresholds), ConfigError>((config, thresholds))
+        });
+        match loaded {
+            Err(error) => ConfigReloadFailed { trigger, error: &error }.emit(pipeline.telemetry()),
+            Ok((config, thresholds)) => {
+                let ignored = changed_sections(&self.running, &config);
+                let rules = thresholds.rules.len();
+                (pipeline.thresholds()).replace(thresholds, config.thresholds.evaluation_interval);
+                self.running.thresholds = config.thresholds;
+                ConfigReloaded {
+                    trigger,
+                    rules,
+                    ignored_changes: &ignored,
+                }
+                .emit(pipeline.telemetry());
+                pipeline.evaluate_thresholds(now_nanos());
+            }
+        }
+        self.seen = self.fingerprint();
+        self.settling = None;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The sections other than `[thresholds]` that differ: they apply only at the next start.
+fn changed_sections(running: &Config, loaded: &Config) -> Vec<&'static str> {
+    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    [
+        ("kafka", differs(&running.kafka, &loaded.kafka)),
+        ("http", differs(&running.http, &loaded.http)),
+        ("metrics", differs(&running.metrics, &loaded.metrics)),
+        ("outcomes", differs(&running.outcomes, &loaded.outcomes)),
+        ("runs", differs(&running.runs, &loaded.runs)),
+        (
+            "workflow_names",
+            differs(&running.workflow_names, &loaded.workflow_names),
+        ),
+        ("log", differs(&running.log, &loaded.log)),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
+/// Watches for SIGHUP and file changes until `stop` resolves. Reading files is blocking, but
+/// they are small and looked at once a second.
+pub async fn watch(mut config: ConfigWatch, pipeline: Pipeline, stop: impl Future<Output = ()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => Some(hangup),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGHUP; the config is still reloaded when its file changes");
+            None
+        }
+    };
+    tracing::info!(file = %config.path().display(), "reloading thresholds on SIGHUP and when the config changes");
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                config.reload(&pipeline, "SIGHUP");
+            }
+            _ = tokio::time::sleep(POLL_INTERVAL) => config.poll(&pipeline),
+        }
+    }
+}

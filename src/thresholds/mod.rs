@@ -1,0 +1,818 @@
+//! Thresholds: what healthy means per workflow, read from the config and evaluated against the
+//! statistics.
+//!
+//! A default set plus overrides matched by workflow name (exact or glob) and optionally tenant. For
+//! each kind of threshold the most specific matching override that sets that kind wins; the fields
+//! it leaves out come from the default, then from the built-in defaults. The same resolved rules
+//! drive the sidecar's own evaluation ([`evaluate`]) and the Prometheus alerting rules ([`rules`]).
+//!
+//! This module reads nothing but the config: no statistics, no I/O.
+
+pub mod evaluate;
+pub mod glob;
+pub mod rules;
+
+use crate::decode::Uuid128;
+use crate::model::V1TaskStatus;
+use glob::Glob;
+use serde::{Deserialize, Deserializer};
+use std::fmt::{self, Write};
+use std::time::Duration;
+
+/// The kinds of threshold, in the order they are shown and stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ThresholdKind {
+    FailureRatio,
+    DurationQuantile,
+    QueueWaitQuantile,
+    OldestRunningAge,
+    RunsInFlight,
+}
+
+impl ThresholdKind {
+    pub const ALL: [ThresholdKind; 5] = [
+        ThresholdKind::FailureRatio,
+        ThresholdKind::DurationQuantile,
+        ThresholdKind::QueueWaitQuantile,
+        ThresholdKind::OldestRunningAge,
+        ThresholdKind::RunsInFlight,
+    ];
+
+    /// The config key, and the `threshold` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThresholdKind::FailureRatio => "failure_ratio",
+            ThresholdKind::DurationQuantile => "duration_quantile",
+            ThresholdKind::QueueWaitQuantile => "queue_wait_quantile",
+            ThresholdKind::OldestRunningAge => "oldest_running_age",
+            ThresholdKind::RunsInFlight => "runs_in_flight",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether `max` (and the observed value) is a number of seconds.
+    pub fn is_seconds(self) -> bool {
+        matches!(
+            self,
+            ThresholdKind::DurationQuantile | ThresholdKind::QueueWaitQuantile | ThresholdKind::OldestRunningAge
+        )
+    }
+
+    fn windowed(self) -> bool {
+        matches!(
+            self,
+            ThresholdKind::FailureRatio | ThresholdKind::DurationQuantile | ThresholdKind::QueueWaitQuantile
+        )
+    }
+
+    fn quantiled(self) -> bool {
+        matches!(self, ThresholdKind::DurationQuantile | ThresholdKind::QueueWaitQuantile)
+    }
+}
+
+impl fmt::Display for ThresholdKind {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One kind of threshold as written in the config: every field optional, so that an override can
+/// set only what differs from the default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSpec {
+    /// `false` turns this kind off where this entry applies. Default `true`.
+    pub enabled: Option<bool>,
+    /// The highest healthy value: a ratio (0..=1) for `failure_ratio`, a duration (`"10m"`, or a
+    /// number of seconds) for the quantiles and `oldest_running_age`, a count for `runs_in_flight`.
+    pub max: Option<Limit>,
+    /// The window, one of `metrics.failure_ratio_windows` (failure ratio) or of the quantile
+    /// windows. Default: the first of them.
+    pub window: Option<String>,
+    /// The quantile (0..=1) of the quantile kinds. Default 0.95.
+    pub quantile: Option<f64>,
+    /// `duration_quantile` only: the outcome status whose durations count, one of
+    /// `metrics.quantile_statuses`. Default `"COMPLETED"`.
+    pub status: Option<String>,
+    /// Windowed kinds: fewer outcomes in the window never breach. Default 10.
+    pub min_outcomes: Option<u64>,
+    /// How long the limit must be passed before it counts as breached (Prometheus's `for`).
+    /// Default `"0s"`.
+    #[serde(rename = "for")]
+    pub hold: Option<String>,
+    /// The `severity` label of the alert. Default `"warning"`.
+    pub severity: Option<String>,
+}
+
+/// A `max` as written: a number, or a string (a duration).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    Number(f64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
+        struct LimitVisitor;
+        impl serde::de::Visitor<'_> for LimitVisitor {
+            type Value = Limit;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, or a duration like \"10m\"")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Limit, E> {
+                Ok(Limit::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Limit, E> {
+                Ok(Limit::Number(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Limit, E> {
+                Ok(Limit::Number(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Limit, E> {
+                Ok(Limit::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(LimitVisitor)
+    }
+}
+
+/// One entry of each kind, as written (`[thresholds.default]`, or in an override).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSet {
+    pub failure_ratio: Option<ThresholdSpec>,
+    pub duration_quantile: Option<ThresholdSpec>,
+    pub queue_wait_quantile: Option<ThresholdSpec>,
+    pub oldest_running_age: Option<ThresholdSpec>,
+    pub runs_in_flight: Option<ThresholdSpec>,
+}
+
+impl ThresholdSet {
+    fn get(&self, kind: ThresholdKind) -> Option<&ThresholdSpec> {
+        match kind {
+            ThresholdKind::FailureRatio => self.failure_ratio.as_ref(),
+            ThresholdKind::DurationQuantile => self.duration_quantile.as_ref(),
+            ThresholdKind::QueueWaitQuantile => self.queue_wait_quantile.as_ref(),
+            ThresholdKind::OldestRunningAge => self.oldest_running_age.as_ref(),
+            ThresholdKind::RunsInFlight => self.runs_in_flight.as_ref(),
+        }
+    }
+}
+
+/// `[[thresholds.overrides]]`: thresholds for the workflows it matches.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideSpec {
+    /// Shown by `thresholds explain` and as the alert's `threshold_rule` label. Default
+    /// `"overrides[N]"`.
+    pub name: Option<String>,
+    /// The workflow name (the `workflow` label), exact or a glob (`*`, `?`, `[a-z]`). Default: every
+    /// workflow (then `tenant_id` is required).
+    pub workflow: Option<String>,
+    /// Only this tenant. Default: every tenant.
+    pub tenant_id: Option<String>,
+    pub failure_ratio: Option<ThresholdSpec>,
+    pub duration_quantile: Option<ThresholdSpec>,
+    pub queue_wait_quantile: Option<ThresholdSpec>,
+    pub oldest_running_age: Option<ThresholdSpec>,
+    pub runs_in_flight: Option<ThresholdSpec>,
+}
+
+impl OverrideSpec {
+    fn set(&self) -> ThresholdSet {
+        ThresholdSet {
+            failure_ratio: self.failure_ratio.clone(),
+            duration_quantile: self.duration_quantile.clone(),
+            queue_wait_quantile: self.queue_wait_quantile.clone(),
+            oldest_running_age: self.oldest_running_age.clone(),
+            runs_in_flight: self.runs_in_flight.clone(),
+        }
+    }
+}
+
+/// The thresholds part of a config: `[thresholds]` of the main file, or the file it names.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsFile {
+    #[serde(default)]
+    pub default: ThresholdSet,
+    #[serde(default)]
+    pub overrides: Vec<OverrideSpec>,
+}
+
+/// What the thresholds need to know of the `[metrics]` section: the windows and statuses tracked.
+#[derive(Debug, Clone)]
+pub struct TrackedWindows {
+    pub failure_ratio_windows: Vec<(String, i64)>,
+    pub quantile_windows: Vec<(String, i64)>,
+    pub quantile_statuses: Vec<V1TaskStatus>,
+    /// Whether queue-wait quantiles are tracked (`metrics.queue_wait_quantiles`).
+    pub queue_wait_quantiles: bool,
+}
+
+/// A window of a threshold: its label (one of the configured windows) and length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub label: String,
+    pub nanos: i64,
+}
+
+/// One threshold, resolved: every field known and valid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub kind: ThresholdKind,
+    /// The highest healthy value, in seconds for durations.
+    pub max: f64,
+    pub window: Option<Window>,
+    pub quantile: Option<f64>,
+    /// `duration_quantile`: whose durations.
+    pub status: Option<V1TaskStatus>,
+    pub min_outcomes: u64,
+    pub hold: Duration,
+    pub severity: String,
+}
+
+/// What one rule (the default or an override) says about one kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Setting {
+    Active(Threshold),
+    Disabled,
+}
+
+/// The default (index 0) or an override, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// `"default"`, or the override's `name`, else `"overrides[N]"`.
+    pub name: String,
+    /// Where it is in the config (`thresholds.overrides[2]`), for messages.
+    pub key: String,
+    pub tenant: Option<Uuid128>,
+    /// `None`: every workflow.
+    pub workflow: Option<Glob>,
+    /// Per kind (in [`ThresholdKind::ALL`] order): `None` when this rule does not set it.
+    pub settings: [Option<Setting>; 5],
+    /// As written, for `explain`.
+    pub written: ThresholdSet,
+}
+
+impl Rule {
+    pub fn is_default(&self) -> bool {
+        self.workflow.is_none() && self.tenant.is_none()
+    }
+
+    pub fn setting(&self, kind: ThresholdKind) -> Option<&Setting> {
+        self.settings[kind.index()].as_ref()
+    }
+
+    /// Whether this rule's match covers the workflow (`tenant` `None`: no tenant given, so only
+    /// rules for every tenant match).
+    pub fn matches(&self, tenant: Option<Uuid128>, workflow: &str) -> bool {
+        let tenant_ok = match self.tenant {
+            None => true,
+            Some(wanted) => tenant == Some(wanted),
+        };
+        tenant_ok && self.workflow.as_ref().is_none_or(|g| g.matches(workflow))
+    }
+
+    /// How specific the match is: an exact name beats a glob, then a tenant beats none, then more
+    /// literal characters beat fewer. Equal precedence: the earlier override wins.
+    pub fn precedence(&self) -> (bool, bool, usize) {
+        match &self.workflow {
+            Some(glob) => (glob.is_exact(), self.tenant.is_some(), glob.literal_chars()),
+            None => (false, self.tenant.is_some(), 0),
+        }
+    }
+
+    /// The match, in words: `workflow "billing-*", tenant 0b7e...`.
+    pub fn describe_match(&self) -> String {
+        let mut text = match &self.workflow {
+            Some(glob) if glob.is_exact() => format!("workflow {:?}", glob.as_str()),
+            Some(glob) => format!("workflow glob {:?}", glob.as_str()),
+            None => "every workflow".to_string(),
+        };
+        match self.tenant {
+            Some(tenant) => {
+                let _ = write!(text, " of tenant {}", crate::exporter::format_uuid(tenant));
+            }
+            None => text.push_str(" of every tenant"),
+        }
+        text
+    }
+}
+
+/// Every threshold rule, validated, in config order (the default first).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Thresholds {
+    pub rules: Vec<Rule>,
+}
+
+/// The rule that applies to a workflow for one kind, and the rules it won over.
+#[derive(Debug)]
+pub struct Resolution<'a> {
+    /// Index in [`Thresholds::rules`] of the winner, `None` when no rule sets this kind.
+    pub winner: Option<usize>,
+    pub threshold: Option<&'a Threshold>,
+    /// Matching rules that set this kind but lost, most specific first.
+    pub outranked: Vec<usize>,
+}
+
+impl Thresholds {
+    /// Validates the thresholds as written. `key_prefix` is `"thresholds."` in the main config and
+    /// empty in a file of their own. `Err((key, why))` names the key at fault.
+    pub fn from_file(
+        file: &ThresholdsFile,
+        key_prefix: &str,
+        tracked: &TrackedWindows,
+    ) -> Result<Thresholds, (String, String)> {
+        let default_key = format!("{key_prefix}default");
+        let mut rules = vec![Rule {
+            name: "default".into(),
+            key: default_key.clone(),
+            tenant: None,
+            workflow: None,
+            settings: Default::default(),
+            written: file.default.clone(),
+        }];
+        for kind in ThresholdKind::ALL {
+            if let Some(spec) = file.default.get(kind) {
+                let setting = resolve_spec(kind, spec, None, &format!("{default_key}.{kind}"), "", tracked)?;
+                rules[0].settings[kind.index()] = Some(setting);
+            }
+        }
+        for (i, spec) in file.overrides.iter().enumerate() {
+            let key = format!("{key_prefix}overrides[{i}]");
+            let tenant = match &spec.tenant_id {
+                None => None,
+                Some(text) => Some(Uuid128::parse(text).ok_or_else(|| {
+                    (
+                        format!("{key}.tenant_id"),
+                        format!("{text:?} is not a tenant id (a UUID), so it can never match"),
+                    )
+                })?),
+            };
+            let workflow = match &spec.workflow {
+                None => None,
+                Some(text) => {
+                    let glob = Glob::parse(text).map_err(|why| (format!("{key}.workflow"), why))?;
+                    if glob.matches(crate::aggregate::OVERFLOW_WORKFLOW) && glob.is_exact() {
+                        return Err((
+                            format!("{key}.workflow"),
+                            "the overflow series is never evaluated, so this can never match".into(),
+                        ));
+                    }
+                    Some(glob)
+                }
+            };
+            if workflow.is_none() && tenant.is_none() {
+                return Err((
+                    key,
+                    "an override needs `workflow` or `tenant_id` (thresholds for every workflow go in `default`)"
+                        .into(),
+                ));
+            }
+            let name = match &spec.name {
+                Some(name) if name.trim().is_empty() => {
+                    return Err((format!("{key}.name"), "must not be empty".into()));
+                }
+                Some(name) => name.clone(),
+                None => format!("overrides[{i}]"),
+            };
+            if let Some(earlier) = rules.iter().skip(1).find(|r| r.name == name) {
+                return Err((
+                    format!("{key}.name"),
+                    format!("{name:?} is already the name of {}", earlier.key),
+                ));
+            }
+            if let Some(earlier) = (rules.iter().skip(1))
+                .find(|r| r.tenant == tenant && r.workflow.as_ref().map(Glob::as_str) == spec.workflow.as_deref())
+            {
+                return Err((
+                    key,
+                    format!(
+                        "matches exactly what {} matches, so one of them could never apply: merge them",
+                        earlier.key
+                    ),
+                ));
+            }
+            let written = spec.set();
+            let mut settings: [Option<Setting>; 5] = Default::default();
+            for kind in ThresholdKind::ALL {
+                if let Some(own) = written.get(kind) {
+                    let setting = resolve_spec(
+                        kind,
+                        own,
+                        file.default.get(kind),
+                        &format!("{key}.{kind}"),
+                        &format!("{default_key}.{kind}"),
+                        tracked,
+                    )?;
+                    settings[kind.index()] = Some(setting);
+                }
+            }
+            if settings.iter().all(Option::is_none) {
+                return Err((
+                    key,
+                    format!(
+                        "sets no threshold: add one of {}",
+                        ThresholdKind::ALL.map(ThresholdKind::as_str).join(", ")
+                    ),
+                ));
+            }
+            rules.push(Rule {
+                name,
+                key,
+                tenant,
+                workflow,
+                settings,
+                written,
+            });
+        }
+        Ok(Thresholds { rules })
+    }
+
+    /// No threshold at all: nothing to evaluate.
+    pub fn is_empty(&self) -> bool {
+        self.rules.iter().all(|r| r.settings.iter().all(Option::is_none))
+    }
+
+    /// Which rule applies to `workflow` (of `tenant`, when known) for `kind`.
+    pub fn resolve(&self, kind: ThresholdKind, tenant: Option<Uuid128>, workflow: &str) -> Resolution<'_> {
+        let mut candidates: Vec<usize> = (1..self.rules.len())
+            .filter(|&i| self.rules[i].setting(kind).is_some() && self.rules[i].matches(tenant, workflow))
+            .collect();
+        // Most specific first; the sort is stable, so the earlier override wins a tie.
+        candidates.sort_by_key(|&i| std::cmp::Reverse(self.rules[i].precedence()));
+        if self.rules.first().is_some_and(|d| d.setting(kind).is_some()) {
+            candidates.push(0);
+        }
+        let winner = candidates.first().copied();
+        let threshold = winner.and_then(|i| match self.rules[i].setting(kind) {
+            Some(Setting::Active(threshold)) => Some(threshold),
+            _ => None,
+        });
+        Resolution {
+            winner,
+            threshold,
+            outranked: candidates.into_iter().skip(1).collect(),
+        }
+    }
+
+    /// Every kind's threshold for one workflow series: `(rule index, threshold)` per kind.
+    pub fn for_series(&self, tenant: Uuid128, workflow: &str) -> [Option<(usize, &Threshold)>; 5] {
+        ThresholdKind::ALL.map(|kind| {
+            let resolution = self.resolve(kind, Some(tenant), workflow);
+            resolution.winner.zip(resolution.threshold)
+        })
+    }
+
+    /// `thresholds explain`: which rule applies to the workflow for each kind, and why.
+    pub fn explain(&self, workflow: &str, tenant: Option<Uuid128>) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "workflow {workflow:?}{}",
+            match tenant {
+                Some(t) => format!(" of tenant {}", crate::exporter::format_uuid(t)),
+                None => " (no --tenant given: overrides for one tenant are not considered)".into(),
+            }
+        );
+        let matching: Vec<&Rule> = (self.rules.iter().skip(1))
+            .filter(|r| r.matches(tenant, workflow))
+            .collect();
+        if matching.is_empty() {
+            let _ = writeln!(out, "matching overrides: none");
+        } else {
+            let _ = writeln!(out, "matching overrides:");
+            for rule in matching {
+                let _ = writeln!(out, "  {} ({}): {}", rule.name, rule.key, rule.describe_match());
+            }
+        }
+        if workflow == crate::aggregate::OVERFLOW_WORKFLOW {
+            let _ = writeln!(out, "note: the overflow series is never evaluated");
+        }
+        for kind in ThresholdKind::ALL {
+            let _ = writeln!(out);
+            let resolution = self.resolve(kind, tenant, workflow);
+            let Some(winner) = resolution.winner else {
+                let _ = writeln!(
+                    out,
+                    "{kind}: not set (neither the default nor a matching override sets it)"
+                );
+                continue;
+            };
+            let rule = &self.rules[winner];
+            let why = if rule.is_default() {
+                "no matching override sets it".to_string()
+            } else if resolution.outranked.iter().any(|&i| i != 0) {
+                "the most specific matching override that sets it".to_string()
+            } else {
+                "the only matching override that sets it".to_string()
+            };
+            match resolution.threshold {
+                None => {
+                    let _ = writeln!(out, "{kind}: disabled by {} ({}): {why}", rule.name, rule.key);
+                }
+                Some(threshold) => {
+                    let _ = writeln!(out, "{kind}: {} ({}): {why}", rule.name, rule.key);
+                    let _ = writeln!(out, "  breached when {}", threshold.condition());
+                    let own = rule.written.get(kind);
+                    let default = self.rules[0].written.get(kind);
+                    for (field, value) in threshold.fields() {
+                        let from = if own.is_some_and(|s| s.has(field)) {
+                            rule.key.clone()
+                        } else if !rule.is_default() && default.is_some_and(|s| s.has(field)) {
+                            format!("{} (inherited)", self.rules[0].key)
+                        } else {
+                            "built-in default".to_string()
+                        };
+                        let _ = writeln!(out, "  {field:<13} = {value:<12} from {from}");
+                    }
+                }
+            }
+            for &i in &resolution.outranked {
+                let lost = &self.rules[i];
+                let _ = writeln!(
+                    out,
+                    "  outranked: {} ({}): {}",
+                    lost.name,
+                    lost.key,
+                    lost.describe_match()
+                );
+            }
+        }
+        out
+    }
+}
+
+impl ThresholdSpec {
+    fn has(&self, field: &str) -> bool {
+        match field {
+            "max" => self.max.is_some(),
+            "window" => self.window.is_some(),
+            "quantile" => self.quantile.is_some(),
+            "status" => self.status.is_some(),
+            "min_outcomes" => self.min_outcomes.is_some(),
+            "for" => self.hold.is_some(),
+            "severity" => self.severity.is_some(),
+            _ => false,
+        }
+    }
+}
+
+impl Threshold {
+    /// The limit as written for people: `5%`, `10m`, `250`.
+    pub fn format_value(&self, value: f64) -> String {
+        match self.kind {
+            ThresholdKind::FailureRatio => format!("{value}"),
+            ThresholdKind::RunsInFlight => format!("{value}"),
+            _ => format_seconds(value),
+        }
+    }
+
+    /// The condition in words, for `explain` and logs.
+    pub fn condition(&self) -> String {
+        let max = self.format_value(self.max);
+        let window = self.window.as_ref().map(|w| w.label.as_str()).unwrap_or("");
+        let hold = match self.hold.is_zero() {
+            true => String::new(),
+            false => format!(" for {}", humantime::format_duration(self.hold)),
+        };
+        match self.kind {
+            ThresholdKind::FailureRatio => format!(
+                "FAILED / all outcomes over {window} > {max}, with at least {} outcomes{hold}",
+                self.min_outcomes
+            ),
+            ThresholdKind::DurationQuantile => format!(
+                "p{} of {} run durations over {window} > {max}, with at least {} outcomes{hold}",
+                self.quantile.unwrap_or_default() * 100.0,
+                self.status.map_or("", V1TaskStatus::as_str),
+                self.min_outcomes
+            ),
+            ThresholdKind::QueueWaitQuantile => format!(
+                "p{} of queue waits over {window} > {max}, with at least {} outcomes{hold}",
+                self.quantile.unwrap_or_default() * 100.0,
+                self.min_outcomes
+            ),
+            ThresholdKind::OldestRunningAge => format!("the oldest RUNNING run started more than {max} ago{hold}"),
+            ThresholdKind::RunsInFlight => format!("more than {max} runs QUEUED or RUNNING{hold}"),
+        }
+    }
+
+    /// `(field, value)` of every field this kind has, as they resolve.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![("max", self.format_value(self.max))];
+        if let Some(window) = &self.window {
+            fields.push(("window", window.label.clone()));
+        }
+        if let Some(q) = self.quantile {
+            fields.push(("quantile", format!("{q}")));
+        }
+        if let Some(status) = self.status {
+            fields.push(("status", status.as_str().to_string()));
+        }
+        if self.kind.windowed() {
+            fields.push(("min_outcomes", self.min_outcomes.to_string()));
+        }
+        fields.push(("for", humantime::format_duration(self.hold).to_string()));
+        fields.push(("severity", self.severity.clone()));
+        fields
+    }
+}
+
+/// Seconds for people: `0.25s`, `10m`, `1h 30m`.
+pub fn format_seconds(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return format!("{seconds}s");
+    }
+    let millis = (seconds * 1000.0).round() as u64;
+    humantime::format_duration(Duration::from_millis(millis)).to_string()
+}
+
+const DEFAULT_QUANTILE: f64 = 0.95;
+const DEFAULT_MIN_OUTCOMES: u64 = 10;
+const DEFAULT_SEVERITY: &str = "warning";
+
+/// One kind of one rule: `own` merged over `default` (for an override), validated field by field
+/// at the key that set it.
+fn resolve_spec(
+    kind: ThresholdKind,
+    own: &ThresholdSpec,
+    default: Option<&ThresholdSpec>,
+    key: &str,
+    default_key: &str,
+    tracked: &TrackedWindows,
+) -> Result<Setting, (String, String)> {
+    let fail = |field: &str, why: String| Err((format!("{key}.{field}"), why));
+    // Fields this kind does not have are refused where they are written.
+    let unused: &[(&str, bool)] = &[
+        ("window", !kind.windowed()),
+        ("min_outcomes", !kind.windowed()),
+        ("quantile", !kind.quantiled()),
+        ("status", kind != ThresholdKind::DurationQuantile),
+    ];
+    for (field, refused) in unused {
+        if *refused && own.has(field) {
+            return fail(field, format!("{kind} has no `{field}`"));
+        }
+    }
+    // Each field: its own value, else the default's (validated at the default's key), else built in.
+    let pick = |get: fn(&ThresholdSpec) -> bool| -> (Option<&ThresholdSpec>, String) {
+        if get(own) {
+            (Some(own), key.to_string())
+        } else if let Some(d) = default.filter(|d| get(d)) {
+            (Some(d), default_key.to_string())
+        } else {
+            (None, key.to_string())
+        }
+    };
+    let (from, at) = pick(|s| s.max.is_some());
+    let max = match from.and_then(|s| s.max.as_ref()) {
+        None if own.enabled == Some(false) => None,
+        None => {
+            let inherit = if default.is_some() || default_key.is_empty() {
+                String::new()
+            } else {
+                format!(" (nor in {default_key})")
+            };
+            return Err((format!("{key}.max"), format!("is required{inherit}")));
+        }
+        Some(limit) => Some(limit_value(kind, limit).map_err(|why| (format!("{at}.max"), why))?),
+    };
+    let (from, at) = pick(|s| s.window.is_some());
+    let window = match kind.windowed() {
+        false => None,
+        true => {
+            let tracked_windows = match kind {
+                ThresholdKind::FailureRatio => (&tracked.failure_ratio_windows, "metrics.failure_ratio_windows"),
+                _ => (&tracked.quantile_windows, "metrics.quantile_windows"),
+            };
+            Some(match from.and_then(|s| s.window.as_ref()) {
+                None => tracked_windows.0.first().map(window_of).unwrap_or(Window {
+                    label: String::new(),
+                    nanos: 0,
+                }),
+                Some(text) => find_window(text, tracked_windows).map_err(|why| (format!("{at}.window"), why))?,
+            })
+        }
+    };
+    let (from, at) = pick(|s| s.quantile.is_some());
+    let quantile = match kind.quantiled() {
+        false => None,
+        true => {
+            let q = from.and_then(|s| s.quantile).unwrap_or(DEFAULT_QUANTILE);
+            if !(0.0..=1.0).contains(&q) {
+                return Err((
+                    format!("{at}.quantile"),
+                    format!("{q} is not a quantile between 0 and 1"),
+                ));
+            }
+            Some(q)
+        }
+    };
+    let (from, at) = pick(|s| s.status.is_some());
+    let status = match kind {
+        ThresholdKind::DurationQuantile => {
+            let text = from.and_then(|s| s.status.as_deref()).unwrap_or("COMPLETED");
+            let status = V1TaskStatus::from_wire(text)
+                .filter(|s| tracked.quantile_statuses.contains(s))
+                .ok_or_else(|| {
+                    let listed: Vec<&str> = tracked.quantile_statuses.iter().map(|s| s.as_str()).collect();
+                    (
+                        format!("{at}.status"),
+                        format!("{text:?} is not one of metrics.quantile_statuses {listed:?}, whose quantiles are the only ones tracked"),
+                    )
+                })?;
+            Some(status)
+        }
+        _ => None,
+    };
+    if kind == ThresholdKind::QueueWaitQuantile && !tracked.queue_wait_quantiles && own.enabled != Some(false) {
+        return Err((
+            key.to_string(),
+            "queue-wait quantiles are not tracked: set metrics.queue_wait_quantiles = true".into(),
+        ));
+    }
+    let min_outcomes = pick(|s| s.min_outcomes.is_some())
+        .0
+        .and_then(|s| s.min_outcomes)
+        .unwrap_or(DEFAULT_MIN_OUTCOMES);
+    let (from, at) = pick(|s| s.hold.is_some());
+    let hold = match from.and_then(|s| s.hold.as_deref()) {
+        None => Duration::ZERO,
+        Some(text) => parse_nonnegative_duration(text).map_err(|why| (format!("{at}.for"), why))?,
+    };
+    let (from, at) = pick(|s| s.severity.is_some());
+    let severity = from
+        .and_then(|s| s.severity.clone())
+        .unwrap_or_else(|| DEFAULT_SEVERITY.into());
+    if severity.trim().is_empty() {
+        return Err((format!("{at}.severity"), "must not be empty".into()));
+    }
+    match (own.enabled, max) {
+        (Some(false), _) | (_, None) => Ok(Setting::Disabled),
+        (_, Some(max)) => Ok(Setting::Active(Threshold {
+            kind,
+            max,
+            window,
+            quantile,
+            status,
+            min_outcomes,
+            hold,
+            severity,
+        })),
+    }
+}
+
+fn window_of((label, nanos): &(String, i64)) -> Window {
+    Window {
+        label: label.clone(),
+        nanos: *nanos,
+    }
+}
+
+fn find_window(text: &str, (windows, key): (&Vec<(String, i64)>, &str)) -> Result<Window, String> {
+    let length = parse_nonnegative_duration(text)?;
+    let nanos = i64::try_from(length.as_nanos()).unwrap_or(i64::MAX);
+    let labels: Vec<&str> = windows.iter().map(|(l, _)| l.as_str()).collect();
+    windows
+        .iter()
+        .find(|(_, n)| *n == nanos)
+        .map(window_of)
+        .ok_or_else(|| format!("{text:?} is not one of {key} {labels:?}: only those windows are tracked"))
+}
+
+/// A duration that may not be negative, with a message that says so.
+fn parse_nonnegative_duration(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!("{text:?} is negative; a duration cannot be"));
+    }
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"5m\" or \"1h\" ({e})"))
+}
+
+/// `max` in the kind's unit: a ratio, seconds, or a count.
+fn limit_value(kind: ThresholdKind, limit: &Limit) -> Result<f64, String> {
+    match (kind, limit) {
+        (ThresholdKind::FailureRatio, Limit::Number(ratio)) => match (0.0..=1.0).contains(ratio) {
+            true => Ok(*ratio),
+            false => Err(format!("{ratio} is not a ratio between 0 and 1 (0.05 is 5%)")),
+        },
+        (ThresholdKind::FailureRatio, Limit::Text(text)) => Err(format!("{text:?} is not a ratio like 0.05")),
+        (ThresholdKind::RunsInFlight, Limit::Number(count)) => match *count >= 0.0 && count.fract() == 0.0 {
+            true => Ok(*count),
+            false => Err(format!("{count} is not a number of runs (a whole number, 0 or more)")),
+        },
+        (ThresholdKind::RunsInFlight, Limit::Text(text)) => Err(format!("{text:?} is not a number of runs")),
+        (_, Limit::Number(seconds)) => match seconds.is_finite() && *seconds >= 0.0 {
+            true => Ok(*seconds),
+            false => Err(format!("{seconds} is negative; a duration cannot be")),
+        },
+        (_, Limit::Text(text)) => parse_nonnegative_duration(text).map(|d| d.as_secs_f64()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
