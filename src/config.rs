@@ -645,6 +645,17 @@ fn deserialize_toml<T: serde::de::DeserializeOwned>(text: &str, source_name: &st
         let key = e.path().to_string();
         let inner = e.into_inner();
         let mut why = inner.message().trim().to_string();
+        if why.is_empty() {
+            // Syntax errors carry their words only in the rendered report, around a snippet.
+            let report = inner.to_string();
+            let words: Vec<&str> = (report.lines().map(str::trim))
+                .filter(|l| !l.is_empty() && !l.contains('|') && !l.starts_with("TOML parse error"))
+                .collect();
+            why = words.join("; ");
+        }
+        if why.is_empty() {
+            why = "not valid TOML: a value is missing or unfinished".into();
+        }
         if let Some(span) = inner.span() {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
@@ -781,6 +792,31 @@ mod tests {
             ),
             ("[http]\nlisten = \"localhost\"", "http.listen", "invalid"),
             ("[log]\nlevel = \"=!=\"", "log.level", "tracing filter"),
+            ("[thresholds.default.failure_rate]\nmax = 0.1", "thresholds.default.failure_rate", "unknown field"),
+            ("[thresholds.default.failure_ratio]\nmax = 1.5", "thresholds.default.failure_ratio.max", "between 0 and 1"),
+            ("[thresholds.default.oldest_running_age]\nmax = \"-5m\"", "thresholds.default.oldest_running_age.max", "negative"),
+            ("[thresholds.default.runs_in_flight]\nmax = 10\nfor = \"-1s\"", "thresholds.default.runs_in_flight.for", "negative"),
+            (
+                "[[thresholds.overrides]]\nworkflow = \"job-[z-a]\"\nruns_in_flight = { max = 3 }",
+                "thresholds.overrides[0].workflow",
+                "never match",
+            ),
+            (
+                "[thresholds.default.duration_quantile]\nmax = \"1m\"\nquantile = 1.5",
+                "thresholds.default.duration_quantile.quantile",
+                "between 0 and 1",
+            ),
+            (
+                "[thresholds.default.duration_quantile]\nmax = \"1m\"\nquantile = -0.1",
+                "thresholds.default.duration_quantile.quantile",
+                "between 0 and 1",
+            ),
+            (
+                "[thresholds]\nfile = \"t.toml\"\n[thresholds.default.runs_in_flight]\nmax = 3",
+                "thresholds.file",
+                "one place",
+            ),
+            ("[thresholds]\nevaluation_interval = \"1ms\"", "thresholds.evaluation_interval", "at least"),
         ];
         for (text, key, why) in cases {
             let err = refused(text);
@@ -797,6 +833,38 @@ mod tests {
                 err.why
             );
         }
+    }
+
+    #[test]
+    fn a_thresholds_file_is_read_beside_the_config_and_its_errors_name_it() {
+        let dir = std::env::temp_dir().join(format!("hrm-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let main = dir.join("main.toml");
+        std::fs::write(&main, "[thresholds]\nfile = \"thresholds.toml\"\n").unwrap();
+        std::fs::write(dir.join("thresholds.toml"), "[default.failure_ratio]\nmax = 0.1\n").unwrap();
+        let config = Config::load(&main).unwrap();
+        let thresholds = config.load_thresholds().unwrap();
+        assert!(!thresholds.is_empty());
+        std::fs::write(dir.join("thresholds.toml"), "[default.failure_ratio]\nmax = 2\n").unwrap();
+        let err = Config::load(&main).unwrap_err();
+        assert!(err.source_name.ends_with("thresholds.toml"), "{err}");
+        assert_eq!(err.key, "default.failure_ratio.max");
+        assert!(err.why.contains("between 0 and 1"), "{err}");
+        std::fs::write(
+            dir.join("thresholds.toml"),
+            "[default.failure_ratio]\nmax = 0.1\nwindow = ",
+        )
+        .unwrap();
+        let err = Config::load(&main).unwrap_err();
+        assert!(err.source_name.ends_with("thresholds.toml"), "{err}");
+        assert!(
+            err.why.contains("line 3") && err.why.contains("not valid TOML"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.join("thresholds.toml")).unwrap();
+        let err = Config::load(&main).unwrap_err();
+        assert!(err.why.contains("cannot read"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

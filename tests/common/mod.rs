@@ -246,6 +246,20 @@ impl Service {
         service
     }
 
+    /// The config file it runs with (a test may edit it to exercise reloads).
+    pub fn config_path(&self) -> &Path {
+        &self._config.0
+    }
+
+    /// Sends SIGHUP (reload the config).
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
     /// `(status, body)` of a GET.
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
         http_get(self.port, path)
