@@ -1,7 +1,8 @@
 //! The config file: every option, its default and its validation, in one place.
 //!
 //! One TOML file (`--config PATH`), every key optional. Unknown keys and bad values are refused
-//! at start with the file, the key and why; nothing here is read again after start.
+//! at start with the file, the key and why. Only `[thresholds]` is read again while running (see
+//! `reload`).
 //! `config/hatchet-run-metrics.toml` documents every option with its default and must say the same
 //! as the doc comments below.
 

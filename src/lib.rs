@@ -14,14 +14,19 @@
 //! - [`aggregate`]: per workflow, outcomes (counted once), duration and queue-wait histograms,
 //!   failure-ratio windows, windowed duration quantiles, metadata labels, and per-run lifecycle (in flight, retries, replays),
 //!   all in bounded memory. Pure and synchronous.
+//! - [`thresholds`]: what healthy means per workflow, from the config: default and overrides
+//!   resolved per workflow, evaluated against the aggregation on an interval
+//!   ([`thresholds::evaluate`]), and written as Prometheus alerting rules ([`thresholds::rules`]).
 //! - [`exporter`]: the Prometheus exposition rendered from the aggregation, and the HTTP
 //!   endpoints (`/metrics`, `/healthz`, `/readyz`).
 //! - [`events`]: every observable event of the service itself, logging and counting together.
 //! - [`config`]: the TOML config, its defaults and validation.
+//! - [`reload`]: the thresholds applied again on SIGHUP or a changed file, without a restart.
 //! - [`produce`] and [`synthetic`]: sending files or simulated traffic to a topic, for the demo,
 //!   the tests and the benchmarks.
 //!
-//! `main.rs` is the command line (`run`, `check-config`, `replay`, `produce`).
+//! `main.rs` is the command line (`run`, `check-config`, `replay`, `produce`, `rules`,
+//! `thresholds explain`).
 
 pub mod aggregate;
 pub mod config;

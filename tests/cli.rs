@@ -246,3 +246,73 @@ fn the_exposition_passes_promtool() {
         "promtool check metrics:\n{said}"
     );
 }
+
+#[test]
+fn thresholds_explain_names_the_winning_rule_and_where_each_field_came_from() {
+    let demo = repo_root().join("config/demo.toml");
+    let checked = binary(&["check-config", "--config", demo.to_str().unwrap()]);
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    let explained = binary(&[
+        "--config",
+        demo.to_str().unwrap(),
+        "thresholds",
+        "explain",
+        "nightly-report",
+    ]);
+    assert!(
+        explained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    let text = String::from_utf8_lossy(&explained.stdout);
+    let section = |kind: &str| {
+        let start = text
+            .find(&format!("\n{kind}: "))
+            .unwrap_or_else(|| panic!("{kind} missing:\n{text}"));
+        let rest = &text[start + 1..];
+        rest[..rest.find("\n\n").unwrap_or(rest.len())].to_string()
+    };
+    let failure = section("failure_ratio");
+    assert!(
+        failure.starts_with("failure_ratio: nightly (thresholds.overrides[0])"),
+        "{failure}"
+    );
+    assert!(
+        failure.contains("max           = 0.3          from thresholds.overrides[0]"),
+        "{failure}"
+    );
+    assert!(
+        failure.contains("window        = 5m           from thresholds.default (inherited)"),
+        "{failure}"
+    );
+    assert!(failure.contains("outranked: default"), "{failure}");
+    let in_flight = section("runs_in_flight");
+    assert!(
+        in_flight.starts_with("runs_in_flight: default (thresholds.default): no matching override"),
+        "{in_flight}"
+    );
+    assert!(section("queue_wait_quantile").contains("not set"), "{text}");
+
+    let other = binary(&[
+        "--config",
+        demo.to_str().unwrap(),
+        "thresholds",
+        "explain",
+        "charge-card",
+    ]);
+    let text = String::from_utf8_lossy(&other.stdout);
+    assert!(text.contains("matching overrides: none"), "{text}");
+    assert!(text.contains("failure_ratio: default"), "{text}");
+
+    let bad_tenant = binary(&[
+        "--config",
+        demo.to_str().unwrap(),
+        "thresholds",
+        "explain",
+        "x",
+        "--tenant",
+        "acme",
+    ]);
+    assert!(!bad_tenant.status.success());
+    assert!(String::from_utf8_lossy(&bad_tenant.stderr).contains("not a UUID"));
+}

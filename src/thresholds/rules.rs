@@ -15,6 +15,7 @@
 
 use super::{Rule, Setting, Threshold, ThresholdKind, Thresholds};
 use crate::aggregate::OVERFLOW_WORKFLOW;
+use crate::config::Config;
 use crate::exporter::format_uuid;
 use std::fmt::Write;
 
@@ -73,6 +74,30 @@ fn write_rule(out: &mut String, thresholds: &Thresholds, at: usize, rule: &Rule,
     out.push_str("        annotations:\n");
     let _ = writeln!(out, "          summary: {}", quoted(&summary));
     let _ = writeln!(out, "          description: {}", quoted(&description));
+}
+
+/// The quantile thresholds whose `max` is not a bound of the histogram their rule reads, with the
+/// name of their rule: near the limit, `histogram_quantile`'s interpolation and the sidecar's
+/// quantile may then disagree.
+pub fn limits_between_buckets<'a>(thresholds: &'a Thresholds, config: &Config) -> Vec<(&'a str, &'a Threshold)> {
+    let mut found = Vec::new();
+    for rule in &thresholds.rules {
+        for kind in [ThresholdKind::DurationQuantile, ThresholdKind::QueueWaitQuantile] {
+            if let Some(Setting::Active(threshold)) = rule.setting(kind) {
+                let bounds = match kind {
+                    ThresholdKind::DurationQuantile => &config.metrics.duration_buckets_seconds,
+                    _ => &config.metrics.queue_buckets_seconds,
+                };
+                if !bounds
+                    .iter()
+                    .any(|b| (b - threshold.max).abs() <= 1e-9 * b.abs().max(1.0))
+                {
+                    found.push((rule.name.as_str(), threshold));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The PromQL of one rule's alert.
