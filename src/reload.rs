@@ -69,7 +69,11 @@ impl ConfigWatch {
     /// Reads, validates and applies the thresholds; on any error keeps those in force.
     pub fn reload(&mut self, pipeline: &Pipeline, trigger: &str) {
         let loaded = Config::load(&self.path).and_then(|config| {
-            let thresholds = config.load_thresholds()?;
+            // Validated against the windows the running aggregation tracks: a `[metrics]` edit
+            // waits for a restart, so a threshold may not use a window it adds.
+            let mut effective = self.running.clone();
+            effective.thresholds = config.thresholds.clone();
+            let thresholds = effective.load_thresholds()?;
             Ok::<(Config, Thresholds), ConfigError>((config, thresholds))
         });
         match loaded {
@@ -138,5 +142,79 @@ pub async fn watch(mut config: ConfigWatch, pipeline: Pipeline, stop: impl Futur
             }
             _ = tokio::time::sleep(POLL_INTERVAL) => config.poll(&pipeline),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{Aggregator, Clock};
+    use crate::events::Telemetry;
+    use std::sync::Arc;
+
+    fn setup(text: &str) -> (PathBuf, ConfigWatch, Pipeline) {
+        let dir = std::env::temp_dir().join(format!("hrm-reload-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        let pipeline = Pipeline::new(
+            Aggregator::new(config.aggregate_settings(), Clock::Wall),
+            Arc::new(Telemetry::new(0)),
+            1 << 20,
+        );
+        *pipeline.thresholds() = crate::thresholds::evaluate::ThresholdEvaluator::new(
+            config.load_thresholds().unwrap(),
+            config.thresholds.evaluation_interval,
+        );
+        (path.clone(), ConfigWatch::new(path, config), pipeline)
+    }
+
+    fn limit(pipeline: &Pipeline) -> Option<f64> {
+        match pipeline.thresholds().thresholds().rules[0].setting(crate::thresholds::ThresholdKind::FailureRatio) {
+            Some(crate::thresholds::Setting::Active(t)) => Some(t.max),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_threshold_may_not_use_a_window_that_only_a_restart_would_add() {
+        let start = "[metrics]\nfailure_ratio_windows = [\"5m\"]\n[thresholds.default.failure_ratio]\nmax = 0.5\n";
+        let (path, mut watch, pipeline) = setup(start);
+        std::fs::write(
+            &path,
+            "[metrics]\nfailure_ratio_windows = [\"5m\", \"10m\"]\n[thresholds.default.failure_ratio]\nmax = 0.2\nwindow = \"10m\"\n",
+        )
+        .unwrap();
+        watch.reload(&pipeline, "test");
+        assert_eq!(
+            limit(&pipeline),
+            Some(0.5),
+            "refused: the running aggregation has no 10m window"
+        );
+        std::fs::write(
+            &path,
+            "[metrics]\nfailure_ratio_windows = [\"5m\", \"10m\"]\n[thresholds.default.failure_ratio]\nmax = 0.2\n",
+        )
+        .unwrap();
+        watch.reload(&pipeline, "test");
+        assert_eq!(
+            limit(&pipeline),
+            Some(0.2),
+            "applied; the [metrics] change waits for a restart"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_change_applies_once_two_looks_agree() {
+        let (path, mut watch, pipeline) = setup("[thresholds.default.failure_ratio]\nmax = 0.5\n");
+        watch.poll(&pipeline);
+        std::fs::write(&path, "[thresholds.default.failure_ratio]\nmax = 0.3\n").unwrap();
+        watch.poll(&pipeline);
+        assert_eq!(limit(&pipeline), Some(0.5), "first look: settling");
+        watch.poll(&pipeline);
+        assert_eq!(limit(&pipeline), Some(0.3));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

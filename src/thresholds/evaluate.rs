@@ -8,7 +8,7 @@
 use super::{ThresholdKind, Thresholds};
 use crate::aggregate::{Aggregator, OVERFLOW_WORKFLOW};
 use crate::exporter::{escape_label, format_uuid};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,7 +109,9 @@ impl ThresholdEvaluator {
         }
         let settings = aggregator.settings();
         let oldest_running = aggregator.lifecycle().oldest_running();
+        let mut live = HashSet::new();
         for (at, stats) in aggregator.series_with_ids() {
+            live.insert(at);
             if stats.workflow == OVERFLOW_WORKFLOW {
                 continue;
             }
@@ -175,6 +177,8 @@ impl ThresholdEvaluator {
                 labels.insert(at, (format_uuid(stats.tenant), stats.workflow.clone()));
             }
         }
+        // Ids are never reused: a dropped series' resolution is never needed again.
+        self.resolved.retain(|at, _| live.contains(at));
         (observations, labels)
     }
 
@@ -254,7 +258,6 @@ impl ThresholdEvaluator {
                 });
             }
         }
-        self.resolved.retain(|series, _| labels.contains_key(series));
         transitions
     }
 
