@@ -2,12 +2,18 @@
 //!
 //! `snapshot` is the part that holds the aggregation's lock (consumption waits meanwhile);
 //! `snapshot_and_render` is the whole exposition of the workflow metrics.
+//!
+//! `thresholds_*` is one evaluation of four kinds of threshold (and 20 glob overrides) over the same
+//! workflows: `observe` holds the aggregation's lock, `update` moves the states after it; `cold`
+//! resolves every workflow's rules first, as after a start or a reload.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::Config;
 use hatchet_run_metrics::decode::decode;
 use hatchet_run_metrics::exporter::{Snapshot, WindowEnd};
+use hatchet_run_metrics::thresholds::evaluate::ThresholdEvaluator;
+use hatchet_run_metrics::thresholds::Thresholds;
 use serde_json::json;
 use std::hint::black_box;
 
@@ -61,6 +67,51 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    let thresholds = thresholds();
+    let now = match end {
+        WindowEnd::At(now) => now,
+        WindowEnd::LatestFinished => unreachable!(),
+    };
+    let mut warm = ThresholdEvaluator::new(thresholds.clone(), std::time::Duration::from_secs(15));
+    let (observations, labels) = warm.observe(&agg, now);
+    println!(
+        "thresholds: {} observations of {} workflows, {} breached",
+        observations.len(),
+        labels.len(),
+        observations.iter().filter(|o| o.passed).count()
+    );
+    warm.update(observations, &labels, now);
+    let mut group = c.benchmark_group(format!("thresholds_{WORKFLOWS}_workflows"));
+    group.sample_size(10);
+    group.bench_function("observe", |b| b.iter(|| black_box(warm.observe(&agg, now))));
+    group.bench_function("observe_and_update", |b| {
+        b.iter(|| {
+            let (observations, labels) = warm.observe(&agg, now);
+            black_box(warm.update(observations, &labels, now))
+        })
+    });
+    group.bench_function("cold_observe", |b| {
+        b.iter(|| {
+            let mut cold = ThresholdEvaluator::new(thresholds.clone(), std::time::Duration::from_secs(15));
+            black_box(cold.observe(&agg, now))
+        })
+    });
+    group.finish();
+}
+
+/// The kinds the bench can observe, with 20 overrides of which a few match each workflow.
+fn thresholds() -> Thresholds {
+    let mut text = String::from(
+        "[thresholds.default.failure_ratio]\nmax = 0.3\n[thresholds.default.duration_quantile]\nmax = \"1h\"\n\
+         [thresholds.default.oldest_running_age]\nmax = \"1h\"\n[thresholds.default.runs_in_flight]\nmax = 100\n",
+    );
+    for i in 0..20 {
+        text.push_str(&format!(
+            "[[thresholds.overrides]]\nworkflow = \"workflow-{i}*\"\nfailure_ratio = {{ max = 0.1 }}\n"
+        ));
+    }
+    Config::parse(&text, "bench").unwrap().load_thresholds().unwrap()
 }
 
 criterion_group!(benches, bench);

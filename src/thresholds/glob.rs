@@ -95,6 +95,12 @@ impl Glob {
         })
     }
 
+    /// Whether the two match the same names however they are spelled (`a\-b` and `a-b`, `a**`
+    /// and `a*`).
+    pub fn same_match(&self, other: &Glob) -> bool {
+        self.tokens == other.tokens
+    }
+
     /// The glob as written.
     pub fn as_str(&self) -> &str {
         &self.text

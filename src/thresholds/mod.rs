@@ -380,15 +380,19 @@ impl Thresholds {
                 Some(name) => name.clone(),
                 None => format!("overrides[{i}]"),
             };
-            if let Some(earlier) = rules.iter().skip(1).find(|r| r.name == name) {
+            // "default" is the default's: the alerts' threshold_rule label must tell rules apart.
+            if let Some(earlier) = rules.iter().find(|r| r.name == name) {
                 return Err((
                     format!("{key}.name"),
                     format!("{name:?} is already the name of {}", earlier.key),
                 ));
             }
-            if let Some(earlier) = (rules.iter().skip(1))
-                .find(|r| r.tenant == tenant && r.workflow.as_ref().map(Glob::as_str) == spec.workflow.as_deref())
-            {
+            let same_glob = |other: &Option<Glob>| match (other, &workflow) {
+                (Some(a), Some(b)) => a.same_match(b),
+                (None, None) => true,
+                _ => false,
+            };
+            if let Some(earlier) = (rules.iter().skip(1)).find(|r| r.tenant == tenant && same_glob(&r.workflow)) {
                 return Err((
                     key,
                     format!(
@@ -572,6 +576,12 @@ impl Threshold {
         }
     }
 
+    /// The quantile as people write it: `p95`, `p99.9`.
+    pub fn percentile(&self) -> String {
+        let percent = (self.quantile.unwrap_or(1.0) * 100.0 * 1e6).round() / 1e6;
+        format!("p{percent}")
+    }
+
     /// The condition in words, for `explain` and logs.
     pub fn condition(&self) -> String {
         let max = self.format_value(self.max);
@@ -586,14 +596,14 @@ impl Threshold {
                 self.min_outcomes
             ),
             ThresholdKind::DurationQuantile => format!(
-                "p{} of {} run durations over {window} > {max}, with at least {} outcomes{hold}",
-                self.quantile.unwrap_or_default() * 100.0,
+                "{} of {} run durations over {window} > {max}, with at least {} outcomes{hold}",
+                self.percentile(),
                 self.status.map_or("", V1TaskStatus::as_str),
                 self.min_outcomes
             ),
             ThresholdKind::QueueWaitQuantile => format!(
-                "p{} of queue waits over {window} > {max}, with at least {} outcomes{hold}",
-                self.quantile.unwrap_or_default() * 100.0,
+                "{} of queue waits over {window} > {max}, with at least {} outcomes{hold}",
+                self.percentile(),
                 self.min_outcomes
             ),
             ThresholdKind::OldestRunningAge => format!("the oldest RUNNING run started more than {max} ago{hold}"),
@@ -806,7 +816,8 @@ fn limit_value(kind: ThresholdKind, limit: &Limit) -> Result<f64, String> {
             false => Err(format!("{count} is not a number of runs (a whole number, 0 or more)")),
         },
         (ThresholdKind::RunsInFlight, Limit::Text(text)) => Err(format!("{text:?} is not a number of runs")),
-        (_, Limit::Number(seconds)) => match seconds.is_finite() && *seconds >= 0.0 {
+        (_, Limit::Number(seconds)) if !seconds.is_finite() => Err(format!("{seconds} is not a number of seconds")),
+        (_, Limit::Number(seconds)) => match *seconds >= 0.0 {
             true => Ok(*seconds),
             false => Err(format!("{seconds} is negative; a duration cannot be")),
         },

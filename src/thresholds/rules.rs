@@ -69,7 +69,11 @@ fn write_rule(out: &mut String, thresholds: &Thresholds, at: usize, rule: &Rule,
     out.push_str("        labels:\n");
     let _ = writeln!(out, "          severity: {}", quoted(&threshold.severity));
     let _ = writeln!(out, "          threshold: {}", quoted(kind.as_str()));
-    let _ = writeln!(out, "          threshold_rule: {}", quoted(&rule.name));
+    let _ = writeln!(
+        out,
+        "          threshold_rule: {}",
+        quoted(&template_literal(&rule.name))
+    );
     let (summary, description) = annotations(threshold, rule);
     out.push_str("        annotations:\n");
     let _ = writeln!(out, "          summary: {}", quoted(&summary));
@@ -142,10 +146,12 @@ pub fn expression(thresholds: &Thresholds, at: usize, rule: &Rule, threshold: &T
         ),
         ThresholdKind::RunsInFlight => format!("{by} (hatchet_workflow_runs_in_flight{}) > {max}", selector("")),
     };
+    // `hatchet_workflow_runs_in_flight` is written for every workflow series from its first update
+    // (the outcome counter, with metadata labels, only from its first outcome).
     for other in outranking(thresholds, at, kind) {
         let _ = write!(
             expr,
-            "\nunless on (tenant_id, workflow) hatchet_workflow_runs_total{}",
+            "\nunless on (tenant_id, workflow) hatchet_workflow_runs_in_flight{}",
             selector_of(&thresholds.rules[other], "")
         );
     }
@@ -214,8 +220,8 @@ fn annotations(threshold: &Threshold, rule: &Rule) -> (String, String) {
         ),
         ThresholdKind::DurationQuantile => (
             format!(
-                "p{} {} duration over {window}",
-                threshold.quantile.unwrap_or(1.0) * 100.0,
+                "{} {} duration over {window}",
+                threshold.percentile(),
                 threshold.status.map_or("", |s| s.as_str())
             ),
             "{{ $value | humanizeDuration }}".to_string(),
@@ -236,12 +242,29 @@ fn annotations(threshold: &Threshold, rule: &Rule) -> (String, String) {
     let summary = format!("Workflow {{{{ $labels.workflow }}}}: {what} is {value} (max {max})");
     let description = format!(
         "Workflow {{{{ $labels.workflow }}}} of tenant {{{{ $labels.tenant_id }}}}: {what} is {value}. Breached when {}. Threshold rule {:?} ({}), which matches {}. `hatchet-run-metrics thresholds explain {{{{ $labels.workflow }}}} --tenant {{{{ $labels.tenant_id }}}}` shows why it applies.",
-        threshold.condition(),
-        rule.name,
+        template_literal(&threshold.condition()),
+        template_literal(&rule.name),
         rule.key,
-        rule.describe_match(),
+        template_literal(&rule.describe_match()),
     );
     (summary, description)
+}
+
+/// Text from the config inside a label or annotation, which Prometheus expands as a Go template:
+/// `{{` and `}}` are written as template expressions that print them.
+fn template_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("{{").into_iter().chain(rest.find("}}")).min() {
+        out.push_str(&rest[..at]);
+        out.push_str(match &rest[at..at + 2] {
+            "{{" => "{{ \"{{\" }}",
+            _ => "{{ \"}}\" }}",
+        });
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A YAML (and PromQL) double-quoted string: JSON's escaping is valid in both.
@@ -278,5 +301,12 @@ mod tests {
         assert_eq!(prometheus_duration(3_600_000_000_000), "1h");
         assert_eq!(prometheus_duration(1_500_000_000), "1500ms");
         assert_eq!(prometheus_duration(0), "0s");
+    }
+
+    #[test]
+    fn config_text_cannot_inject_templates() {
+        assert_eq!(template_literal("plain"), "plain");
+        assert_eq!(template_literal("a {{ b }} c"), "a {{ \"{{\" }} b {{ \"}}\" }} c");
+        assert_eq!(template_literal("}}{{"), "{{ \"}}\" }}{{ \"{{\" }}");
     }
 }
