@@ -6,6 +6,8 @@
 //!    outcomes over the last hour with durations from milliseconds to hours, through the whole
 //!    aggregation (so the outcome memory and run tracking hold those 1,000,000 runs too, and are
 //!    reported apart).
+//!    Then the same with `metrics.queue_wait_quantiles = true` and queue waits from 1 ms to
+//!    about 15 minutes, to show what the queue-wait windows add.
 //! 3. Run tracking with 1,000,000 runs in flight, and the cost of its oldest-running scan.
 
 use hatchet_run_metrics::aggregate::lifecycle::{LifecycleLimits, RunLifecycle};
@@ -32,11 +34,12 @@ fn main() {
     // unseen, by the next.
     match std::env::var("HRM_MEMORY_PHASE").as_deref() {
         Ok("outcomes") => outcome_memory(),
-        Ok("workflows") => active_workflows(),
+        Ok("workflows") => active_workflows(false),
+        Ok("workflows-queue") => active_workflows(true),
         Ok("runs") => runs_in_flight(),
         _ => {
             let exe = std::env::current_exe().expect("own executable");
-            for phase in ["outcomes", "workflows", "runs"] {
+            for phase in ["outcomes", "workflows", "workflows-queue", "runs"] {
                 let status = std::process::Command::new(&exe).env("HRM_MEMORY_PHASE", phase).status();
                 assert!(status.is_ok_and(|s| s.success()), "phase {phase} failed");
             }
@@ -73,12 +76,14 @@ fn outcome_memory() {
     );
 }
 
-fn active_workflows() {
+fn active_workflows(queue_wait_quantiles: bool) {
     const WORKFLOWS: u64 = 10_000;
     const PER_WORKFLOW: u64 = 100;
     let now = chrono::Utc::now();
     let before = rss_bytes();
-    let mut agg = Aggregator::new(Config::default().aggregate_settings(), Clock::Wall);
+    let mut config = Config::default();
+    config.metrics.queue_wait_quantiles = queue_wait_quantiles;
+    let mut agg = Aggregator::new(config.aggregate_settings(), Clock::Wall);
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     for i in 0..WORKFLOWS * PER_WORKFLOW {
         seed ^= seed << 13;
@@ -89,10 +94,15 @@ fn active_workflows() {
         let duration_ms = (10f64.powf((seed % 10_000) as f64 / 10_000.0 * 7.0)) as i64;
         let finished = now - chrono::Duration::milliseconds((seed >> 20) as i64 % 3_600_000);
         let started = finished - chrono::Duration::milliseconds(duration_ms);
+        let queued_ms = match queue_wait_quantiles {
+            true => (10f64.powf((seed >> 40) as f64 % 10_000.0 / 10_000.0 * 6.0)) as i64,
+            false => 0,
+        };
+        let created = started - chrono::Duration::milliseconds(queued_ms);
         let status = if seed % 10 == 0 { "FAILED" } else { "COMPLETED" };
         let doc = format!(
             r#"{{"metadata":{{"id":"5f0a9c6e-2a51-4b8e-9a57-{i:012x}","createdAt":"{c}","updatedAt":"{c}"}},"status":"{status}","tenantId":"707d0855-80ab-4e1f-a156-f1c4546cbf52","workflowId":"0b7e2d3c-4f1a-4c55-8d2e-{w:012x}","displayName":"workflow-{w}-1787407391482","startedAt":"{s}","finishedAt":"{f}","createdAt":"{c}"}}"#,
-            c = started.to_rfc3339(),
+            c = created.to_rfc3339(),
             s = started.to_rfc3339(),
             f = finished.to_rfc3339(),
         );
@@ -105,13 +115,25 @@ fn active_workflows() {
         .series()
         .map(|s| s.duration_windows.iter().map(|w| w.heap_bytes()).sum::<usize>())
         .sum();
+    let queue_windows: usize = agg
+        .series()
+        .map(|s| s.queue_windows.iter().map(|w| w.heap_bytes()).sum::<usize>())
+        .sum();
     println!(
-        "{WORKFLOWS} active workflows, {} outcomes: +{:.0} MiB resident in all, of which quantile windows {:.0} MiB \
-         ({:.1} KiB per workflow), with {} remembered outcomes and {} tracked runs",
+        "{WORKFLOWS} active workflows, {} outcomes{}: +{:.0} MiB resident in all, of which quantile windows {:.0} MiB \
+         ({:.1} KiB per workflow) and queue-wait windows {:.0} MiB ({:.1} KiB per workflow), with {} remembered \
+         outcomes and {} tracked runs",
         WORKFLOWS * PER_WORKFLOW,
+        if queue_wait_quantiles {
+            ", queue_wait_quantiles on"
+        } else {
+            ""
+        },
         mib(total),
         mib(windows as u64),
         windows as f64 / 1024.0 / WORKFLOWS as f64,
+        mib(queue_windows as u64),
+        queue_windows as f64 / 1024.0 / WORKFLOWS as f64,
         agg.outcome_memory().len(),
         agg.lifecycle().len(),
     );
