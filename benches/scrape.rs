@@ -74,21 +74,20 @@ fn bench(c: &mut Criterion) {
         WindowEnd::LatestFinished => unreachable!(),
     };
     let mut warm = ThresholdEvaluator::new(thresholds.clone(), std::time::Duration::from_secs(15));
-    let (observations, labels) = warm.observe(&agg, now);
+    let observed = warm.observe(&agg, now);
     println!(
-        "thresholds: {} observations of {} workflows, {} breached",
-        observations.len(),
-        labels.len(),
-        observations.iter().filter(|o| o.passed).count()
+        "thresholds: {} observations, {} breached",
+        observed.observations.len(),
+        observed.observations.iter().filter(|o| o.passed).count()
     );
-    warm.update(observations, &labels, now);
+    warm.update(observed, now);
     let mut group = c.benchmark_group(format!("thresholds_{WORKFLOWS}_workflows"));
     group.sample_size(10);
     group.bench_function("observe", |b| b.iter(|| black_box(warm.observe(&agg, now))));
     group.bench_function("observe_and_update", |b| {
         b.iter(|| {
-            let (observations, labels) = warm.observe(&agg, now);
-            black_box(warm.update(observations, &labels, now))
+            let observed = warm.observe(&agg, now);
+            black_box(warm.update(observed, now))
         })
     });
     group.bench_function("cold_observe", |b| {

@@ -41,6 +41,9 @@ pub struct Config {
     pub workflow_names: BTreeMap<String, String>,
     pub thresholds: ThresholdsConfig,
     pub log: LogConfig,
+    /// The file this config was read from (none for the defaults), to name it in errors.
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,6 +334,7 @@ impl Config {
             why: format!("cannot read it: {e}"),
         })?;
         let mut config = Config::parse(&text, &name)?;
+        config.loaded_from = Some(path.to_path_buf());
         if let Some(file) = &mut config.thresholds.file {
             if file.is_relative() {
                 *file = path.parent().unwrap_or(Path::new("")).join(&*file);
@@ -352,7 +356,8 @@ impl Config {
                     overrides: self.thresholds.overrides.clone(),
                 };
                 Thresholds::from_file(&inline, "thresholds.", &tracked).map_err(|(key, why)| ConfigError {
-                    source_name: "config".into(),
+                    source_name: (self.loaded_from.as_ref())
+                        .map_or_else(|| "config".into(), |p| p.display().to_string()),
                     key,
                     why,
                 })
@@ -657,6 +662,8 @@ fn deserialize_toml<T: serde::de::DeserializeOwned>(text: &str, source_name: &st
         if why.is_empty() {
             why = "not valid TOML: a value is missing or unfinished".into();
         }
+        // One line: the error is also logged, and a reload's log line must not break in two.
+        why = why.lines().map(str::trim).collect::<Vec<_>>().join("; ");
         if let Some(span) = inner.span() {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;

@@ -148,13 +148,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if thresholds.is_empty() {
                 tracing::warn!("no thresholds are configured: the rules file has no rules");
             }
-            for (rule, threshold) in thresholds::rules::limits_between_buckets(&thresholds, &config) {
-                tracing::warn!(
-                    rule = %rule,
-                    threshold = threshold.kind.as_str(),
-                    max = threshold.max,
-                    "max is not a bucket bound of the histogram the rule reads: Prometheus interpolates within the bucket, so near the limit its alert and the sidecar's quantile may disagree"
-                );
+            for (rule, threshold, why) in thresholds::rules::quantile_limit_problems(&thresholds, &config) {
+                tracing::warn!(rule = %rule, threshold = threshold.kind.as_str(), max = threshold.max, "{why}");
             }
             let text = thresholds::rules::alerting_rules(&thresholds);
             match output {

@@ -66,11 +66,11 @@ impl Pipeline {
     pub fn evaluate_thresholds(&self, now_nanos: i64) {
         let started = std::time::Instant::now();
         let mut evaluator = self.thresholds();
-        let (observations, labels) = {
+        let observed = {
             let aggregator = self.aggregator();
             evaluator.observe(&aggregator, now_nanos)
         };
-        for transition in evaluator.update(observations, &labels, now_nanos) {
+        for transition in evaluator.update(observed, now_nanos) {
             ThresholdTransitioned {
                 transition: &transition,
             }

@@ -42,13 +42,18 @@ impl ConfigWatch {
         watch
     }
 
-    /// The files' contents, hashed (unreadable counts as a content of its own).
+    /// The files' contents, hashed (unreadable counts as a content of its own): the config, and
+    /// the thresholds file it names now (so that fixing a newly named file that was refused is
+    /// noticed too).
     fn fingerprint(&self) -> u64 {
         let mut hasher = DefaultHasher::new();
-        for path in [Some(self.path.as_path()), self.running.thresholds.file.as_deref()]
-            .into_iter()
-            .flatten()
-        {
+        let main = std::fs::read(&self.path).ok();
+        let named = main
+            .as_deref()
+            .and_then(|bytes| thresholds_file_named(&self.path, bytes))
+            .or_else(|| self.running.thresholds.file.clone());
+        main.hash(&mut hasher);
+        if let Some(path) = named {
             std::fs::read(path).ok().hash(&mut hasher);
         }
         hasher.finish()
@@ -68,6 +73,8 @@ impl ConfigWatch {
 
     /// Reads, validates and applies the thresholds; on any error keeps those in force.
     pub fn reload(&mut self, pipeline: &Pipeline, trigger: &str) {
+        // Taken before reading: an edit that lands meanwhile is seen as a change at the next look.
+        let fingerprint = self.fingerprint();
         let loaded = Config::load(&self.path).and_then(|config| {
             // Validated against the windows the running aggregation tracks: a `[metrics]` edit
             // waits for a restart, so a threshold may not use a window it adds.
@@ -92,13 +99,23 @@ impl ConfigWatch {
                 pipeline.evaluate_thresholds(now_nanos());
             }
         }
-        self.seen = self.fingerprint();
+        self.seen = fingerprint;
         self.settling = None;
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// `thresholds.file` of a config's text, resolved against the config's folder.
+fn thresholds_file_named(config: &Path, bytes: &[u8]) -> Option<PathBuf> {
+    let table: toml::Table = std::str::from_utf8(bytes).ok()?.parse().ok()?;
+    let file = PathBuf::from(table.get("thresholds")?.get("file")?.as_str()?);
+    Some(match file.is_relative() {
+        true => config.parent().unwrap_or(Path::new("")).join(file),
+        false => file,
+    })
 }
 
 /// The sections other than `[thresholds]` that differ: they apply only at the next start.
@@ -121,8 +138,8 @@ fn changed_sections(running: &Config, loaded: &Config) -> Vec<&'static str> {
     .collect()
 }
 
-/// Watches for SIGHUP and file changes until `stop` resolves. Reading files is blocking, but
-/// they are small and looked at once a second.
+/// Watches for SIGHUP and file changes until `stop` resolves. Reading the files and evaluating
+/// after a reload block, so they run with `block_in_place` (a multi-threaded runtime is needed).
 pub async fn watch(mut config: ConfigWatch, pipeline: Pipeline, stop: impl Future<Output = ()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = match signal(SignalKind::hangup()) {
@@ -138,9 +155,9 @@ pub async fn watch(mut config: ConfigWatch, pipeline: Pipeline, stop: impl Futur
         tokio::select! {
             _ = &mut stop => return,
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                config.reload(&pipeline, "SIGHUP");
+                tokio::task::block_in_place(|| config.reload(&pipeline, "SIGHUP"));
             }
-            _ = tokio::time::sleep(POLL_INTERVAL) => config.poll(&pipeline),
+            _ = tokio::time::sleep(POLL_INTERVAL) => tokio::task::block_in_place(|| config.poll(&pipeline)),
         }
     }
 }
@@ -203,6 +220,32 @@ mod tests {
             Some(0.2),
             "applied; the [metrics] change waits for a restart"
         );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn fixing_a_newly_named_thresholds_file_is_noticed() {
+        let (path, mut watch, pipeline) = setup("[thresholds.default.failure_ratio]\nmax = 0.5\n#named\n");
+        let named = path.with_file_name("new.toml");
+        std::fs::write(&named, "[default.failure_ratio]\nmax = 2\n").unwrap();
+        std::fs::write(&path, "[thresholds]\nfile = \"new.toml\"\n").unwrap();
+        watch.poll(&pipeline);
+        watch.poll(&pipeline);
+        assert_eq!(limit(&pipeline), Some(0.5), "refused: 2 is not a ratio");
+        assert_eq!(
+            pipeline
+                .telemetry()
+                .registry
+                .gather()
+                .iter()
+                .find(|m| m.name() == "hatchet_run_metrics_config_last_reload_successful")
+                .map(|m| m.get_metric()[0].get_gauge().get_value()),
+            Some(0.0)
+        );
+        std::fs::write(&named, "[default.failure_ratio]\nmax = 0.25\n").unwrap();
+        watch.poll(&pipeline);
+        watch.poll(&pipeline);
+        assert_eq!(limit(&pipeline), Some(0.25), "the fixed file applies without a SIGHUP");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

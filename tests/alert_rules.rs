@@ -164,3 +164,101 @@ fn a_bad_thresholds_file_is_refused_with_the_file_the_key_and_why() {
     assert!(!written.exists(), "no rules file is written from bad thresholds");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn config_text_cannot_break_the_rules_file() {
+    let dir = temp_dir("hostile");
+    // Template braces in names and severities, regex and YAML metacharacters and control
+    // characters in globs: all must come out as literal text that Prometheus accepts.
+    let thresholds = "[default.runs_in_flight]\nmax = 10\nseverity = \"{{ $value }}\"\n\
+        [[overrides]]\nname = \"team {{ ops\"\nworkflow = \"a.b|c*\\\"d'e\"\nruns_in_flight = { max = 20 }\n\
+        [[overrides]]\nname = \"x}}\\u007f\"\nworkflow = \"job-[!a-z]\\u0085?\"\nruns_in_flight = { max = 30, severity = \"p{{1\" }\n";
+    let config = config_naming_thresholds(&dir, thresholds);
+    let written = dir.join("rules.yml");
+    let output = binary(&["--config", path_str(&config), "rules", "--output", path_str(&written)]);
+    assert!(output.status.success(), "rules failed:\n{}", said(&output));
+    let checked = promtool(&["check", "rules", path_str(&written)]);
+    assert!(
+        checked.status.success(),
+        "promtool check rules on:\n{}\n{}",
+        std::fs::read_to_string(&written).unwrap_or_default(),
+        said(&checked)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_exempted_workflow_stays_exempt_while_its_counters_are_still_in_the_window() {
+    // The default alerts above 5% over 10m at once; `flaky` is exempt. Its sidecar goes away at
+    // 4m (a restart, the workflow going idle): every series of it goes stale, but `increase` still
+    // sees its old samples until 14m. The exemption must hold all that time.
+    let dir = temp_dir("stale");
+    let config = config_naming_thresholds(
+        &dir,
+        "[default.failure_ratio]\nmax = 0.05\nwindow = \"10m\"\nmin_outcomes = 1\n\
+         [[overrides]]\nworkflow = \"flaky\"\nfailure_ratio = { enabled = false }\n",
+    );
+    std::fs::write(
+        &config,
+        "[metrics]\nfailure_ratio_windows = [\"10m\"]\n[thresholds]\nfile = \"thresholds.toml\"\n",
+    )
+    .unwrap();
+    let written = dir.join("rules.yml");
+    let output = binary(&["--config", path_str(&config), "rules", "--output", path_str(&written)]);
+    assert!(output.status.success(), "rules failed:\n{}", said(&output));
+    let labels = "instance=\"a\",job=\"hatchet-run-metrics\",tenant_id=\"707d0855-80ab-4e1f-a156-f1c4546cbf52\"";
+    let test = format!(
+        r#"rule_files:
+  - rules.yml
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'hatchet_workflow_runs_total{{{labels},workflow="flaky",status="COMPLETED"}}'
+        values: '0+5x4 stale'
+      - series: 'hatchet_workflow_runs_total{{{labels},workflow="flaky",status="FAILED"}}'
+        values: '0+5x4 stale'
+      - series: 'hatchet_workflow_runs_in_flight{{{labels},workflow="flaky",status="RUNNING"}}'
+        values: '1x4 stale'
+      - series: 'hatchet_workflow_runs_total{{{labels},workflow="orders",status="COMPLETED"}}'
+        values: '0+5x15'
+      - series: 'hatchet_workflow_runs_total{{{labels},workflow="orders",status="FAILED"}}'
+        values: '0+5x15'
+    alert_rule_test:
+"#
+    );
+    let mut test = test;
+    for minute in [2, 5, 8, 12] {
+        test.push_str(&format!(
+            "      - eval_time: {minute}m\n        alertname: HatchetWorkflowFailureRatioHigh\n        exp_alerts:\n          - exp_labels:\n              severity: warning\n              threshold: failure_ratio\n              threshold_rule: default\n              tenant_id: 707d0855-80ab-4e1f-a156-f1c4546cbf52\n              workflow: orders\n            exp_annotations:\n"
+        ));
+        let rules = std::fs::read_to_string(&written).unwrap();
+        for key in ["summary", "description"] {
+            // The annotations are checked elsewhere; here only which workflows alert matters,
+            // so the expected text is the rendered template for `orders` at 50%.
+            let line = rules
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{key}:")))
+                .unwrap();
+            let template: String = serde_json::from_str(line.trim_start()[key.len() + 1..].trim()).unwrap();
+            let rendered = template
+                .replace("{{ $labels.workflow }}", "orders")
+                .replace("{{ $labels.tenant_id }}", "707d0855-80ab-4e1f-a156-f1c4546cbf52")
+                .replace("{{ $value | humanizePercentage }}", "50%");
+            test.push_str(&format!(
+                "              {key}: {}\n",
+                serde_json::to_string(&rendered).unwrap()
+            ));
+        }
+    }
+    let test_path = dir.join("rules.test.yml");
+    std::fs::write(&test_path, &test).unwrap();
+    let tested = promtool(&["test", "rules", path_str(&test_path)]);
+    assert!(
+        tested.status.success(),
+        "rules:\n{}\ntest:\n{test}\n{}",
+        std::fs::read_to_string(&written).unwrap_or_default(),
+        said(&tested)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

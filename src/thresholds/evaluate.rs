@@ -42,6 +42,16 @@ struct State {
     breached: bool,
 }
 
+/// What one evaluation saw, copied out of the aggregation.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub observations: Vec<Observation>,
+    /// The labels of every series observed.
+    labels: HashMap<usize, (String, String)>,
+    /// Every live series (evaluated or not).
+    live: HashSet<usize>,
+}
+
 /// A move into or out of breach, to be logged once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -97,21 +107,20 @@ impl ThresholdEvaluator {
 
     /// What every live series shows now, for the kinds that apply to it. Holds the aggregation
     /// only to read it: run it under the lock, then [`ThresholdEvaluator::update`] outside.
-    pub fn observe(
-        &mut self,
-        aggregator: &Aggregator,
-        now: i64,
-    ) -> (Vec<Observation>, HashMap<usize, (String, String)>) {
+    pub fn observe(&mut self, aggregator: &Aggregator, now: i64) -> Observed {
         let mut observations = Vec::new();
         let mut labels = HashMap::new();
+        let live: HashSet<usize> = aggregator.series_with_ids().map(|(at, _)| at).collect();
         if self.thresholds.is_empty() {
-            return (observations, labels);
+            return Observed {
+                observations,
+                labels,
+                live,
+            };
         }
         let settings = aggregator.settings();
         let oldest_running = aggregator.lifecycle().oldest_running();
-        let mut live = HashSet::new();
         for (at, stats) in aggregator.series_with_ids() {
-            live.insert(at);
             if stats.workflow == OVERFLOW_WORKFLOW {
                 continue;
             }
@@ -179,17 +188,21 @@ impl ThresholdEvaluator {
         }
         // Ids are never reused: a dropped series' resolution is never needed again.
         self.resolved.retain(|at, _| live.contains(at));
-        (observations, labels)
+        Observed {
+            observations,
+            labels,
+            live,
+        }
     }
 
     /// Moves every state by the observations made at `now`; series or kinds no longer observed end
     /// (and are logged if they were breached).
-    pub fn update(
-        &mut self,
-        observations: Vec<Observation>,
-        labels: &HashMap<usize, (String, String)>,
-        now: i64,
-    ) -> Vec<Transition> {
+    pub fn update(&mut self, observed: Observed, now: i64) -> Vec<Transition> {
+        let Observed {
+            observations,
+            labels,
+            live,
+        } = observed;
         let mut transitions = Vec::new();
         let mut previous = std::mem::take(&mut self.states);
         for observation in observations {
@@ -241,7 +254,7 @@ impl ThresholdEvaluator {
         // What was evaluated before and is not now: the series expired, or the threshold went.
         for ((series, kind), state) in previous {
             if state.breached {
-                let expired = !labels.contains_key(&series) && !self.resolved.contains_key(&series);
+                let expired = !live.contains(&series);
                 transitions.push(Transition {
                     tenant: state.tenant,
                     workflow: state.workflow,
@@ -340,19 +353,19 @@ mod tests {
         ThresholdEvaluator::new(thresholds, Duration::from_secs(1))
     }
 
-    fn seen(value: f64) -> Vec<Observation> {
-        vec![Observation {
-            series: 7,
-            kind: ThresholdKind::RunsInFlight,
-            rule: 0,
-            limit: 2.0,
-            observed: Some(value),
-            passed: value > 2.0,
-        }]
-    }
-
-    fn labels() -> HashMap<usize, (String, String)> {
-        HashMap::from([(7, ("t".to_string(), "w".to_string()))])
+    fn seen(value: f64) -> Observed {
+        Observed {
+            observations: vec![Observation {
+                series: 7,
+                kind: ThresholdKind::RunsInFlight,
+                rule: 0,
+                limit: 2.0,
+                observed: Some(value),
+                passed: value > 2.0,
+            }],
+            labels: HashMap::from([(7, ("t".to_string(), "w".to_string()))]),
+            live: HashSet::from([7]),
+        }
     }
 
     const S: i64 = 1_000_000_000;
@@ -360,41 +373,38 @@ mod tests {
     #[test]
     fn a_hold_delays_the_breach_and_each_transition_is_reported_once() {
         let mut e = evaluator("10s");
-        assert!(e.update(seen(5.0), &labels(), 0).is_empty(), "pending, not breached");
-        assert!(e.update(seen(5.0), &labels(), 9 * S).is_empty());
-        let t = e.update(seen(5.0), &labels(), 10 * S);
+        assert!(e.update(seen(5.0), 0).is_empty(), "pending, not breached");
+        assert!(e.update(seen(5.0), 9 * S).is_empty());
+        let t = e.update(seen(5.0), 10 * S);
         assert_eq!(t.len(), 1);
         assert!(t[0].breached);
         assert_eq!(t[0].observed, Some(5.0));
-        assert!(
-            e.update(seen(6.0), &labels(), 11 * S).is_empty(),
-            "still breached: no new log"
-        );
+        assert!(e.update(seen(6.0), 11 * S).is_empty(), "still breached: no new log");
         assert_eq!(e.breached().count(), 1);
-        let t = e.update(seen(1.0), &labels(), 12 * S);
+        let t = e.update(seen(1.0), 12 * S);
         assert_eq!(t.len(), 1);
         assert!(!t[0].breached);
         assert_eq!(e.breached().count(), 0);
         // Passing again starts a new hold.
-        assert!(e.update(seen(5.0), &labels(), 13 * S).is_empty());
-        assert!(e.update(seen(5.0), &labels(), 22 * S).is_empty());
-        assert_eq!(e.update(seen(5.0), &labels(), 23 * S).len(), 1);
+        assert!(e.update(seen(5.0), 13 * S).is_empty());
+        assert!(e.update(seen(5.0), 22 * S).is_empty());
+        assert_eq!(e.update(seen(5.0), 23 * S).len(), 1);
     }
 
     #[test]
     fn a_dip_under_the_limit_restarts_the_hold() {
         let mut e = evaluator("10s");
-        e.update(seen(5.0), &labels(), 0);
-        e.update(seen(1.0), &labels(), 5 * S);
-        assert!(e.update(seen(5.0), &labels(), 10 * S).is_empty());
-        assert!(e.update(seen(5.0), &labels(), 19 * S).is_empty());
-        assert_eq!(e.update(seen(5.0), &labels(), 20 * S).len(), 1);
+        e.update(seen(5.0), 0);
+        e.update(seen(1.0), 5 * S);
+        assert!(e.update(seen(5.0), 10 * S).is_empty());
+        assert!(e.update(seen(5.0), 19 * S).is_empty());
+        assert_eq!(e.update(seen(5.0), 20 * S).len(), 1);
     }
 
     #[test]
     fn without_a_hold_the_first_pass_breaches_and_a_vanished_series_ends_its_breach() {
         let mut e = evaluator("0s");
-        assert_eq!(e.update(seen(3.0), &labels(), 0).len(), 1);
+        assert_eq!(e.update(seen(3.0), 0).len(), 1);
         let mut out = String::new();
         e.render(&mut out);
         assert!(out.contains(
@@ -406,10 +416,10 @@ mod tests {
         assert!(out.contains(
             "hatchet_workflow_threshold_observed{tenant_id=\"t\",workflow=\"w\",threshold=\"runs_in_flight\"} 3"
         ));
-        let t = e.update(Vec::new(), &HashMap::new(), S);
+        let t = e.update(Observed::default(), S);
         assert_eq!(t.len(), 1);
         assert!(!t[0].breached);
-        assert!(t[0].cause.is_some());
+        assert_eq!(t[0].cause, Some("the workflow series expired"));
         let mut out = String::new();
         e.render(&mut out);
         assert!(!out.contains("workflow=\"w\""));

@@ -83,6 +83,9 @@ impl Glob {
                     if ranges.is_empty() && !negated {
                         return Err(format!("{text:?}: [] is an empty set, so it can never match"));
                     }
+                    if ranges.is_empty() {
+                        return Err(format!("{text:?}: [!] excludes nothing; write ? for any one character"));
+                    }
                     Token::Class { negated, ranges }
                 }
                 c => Token::Literal(c),
@@ -252,6 +255,7 @@ mod tests {
             ("job-[z-a]", "is empty"),
             ("job-[a-]", "upper end"),
             ("job\\", "lone backslash"),
+            ("job-[!]x", "excludes nothing"),
         ] {
             let error = Glob::parse(text).expect_err(text);
             assert!(error.contains(why), "{text:?}: {error}");

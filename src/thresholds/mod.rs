@@ -84,7 +84,8 @@ impl fmt::Display for ThresholdKind {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdSpec {
-    /// `false` turns this kind off where this entry applies. Default `true`.
+    /// `false` turns this kind off where this entry applies. Default `true`; an override inherits
+    /// the default's, like every field.
     pub enabled: Option<bool>,
     /// The highest healthy value: a ratio (0..=1) for `failure_ratio`, a duration (`"10m"`, or a
     /// number of seconds) for the quantiles and `oldest_running_age`, a count for `runs_in_flight`.
@@ -678,9 +679,12 @@ fn resolve_spec(
             (None, key.to_string())
         }
     };
+    // `enabled` is inherited like every other field: a default switched off stays off in an
+    // override that does not switch it on.
+    let enabled = own.enabled.or(default.and_then(|d| d.enabled)).unwrap_or(true);
     let (from, at) = pick(|s| s.max.is_some());
     let max = match from.and_then(|s| s.max.as_ref()) {
-        None if own.enabled == Some(false) => None,
+        None if !enabled => None,
         None => {
             let inherit = if default.is_some() || default_key.is_empty() {
                 String::new()
@@ -739,7 +743,7 @@ fn resolve_spec(
         }
         _ => None,
     };
-    if kind == ThresholdKind::QueueWaitQuantile && !tracked.queue_wait_quantiles && own.enabled != Some(false) {
+    if kind == ThresholdKind::QueueWaitQuantile && !tracked.queue_wait_quantiles && enabled {
         return Err((
             key.to_string(),
             "queue-wait quantiles are not tracked: set metrics.queue_wait_quantiles = true".into(),
@@ -761,9 +765,9 @@ fn resolve_spec(
     if severity.trim().is_empty() {
         return Err((format!("{at}.severity"), "must not be empty".into()));
     }
-    match (own.enabled, max) {
-        (Some(false), _) | (_, None) => Ok(Setting::Disabled),
-        (_, Some(max)) => Ok(Setting::Active(Threshold {
+    match (enabled, max) {
+        (false, _) | (_, None) => Ok(Setting::Disabled),
+        (true, Some(max)) => Ok(Setting::Active(Threshold {
             kind,
             max,
             window,

@@ -67,7 +67,11 @@ fn write_rule(out: &mut String, thresholds: &Thresholds, at: usize, rule: &Rule,
         let _ = writeln!(out, "        for: {}", prometheus_duration(threshold.hold.as_nanos()));
     }
     out.push_str("        labels:\n");
-    let _ = writeln!(out, "          severity: {}", quoted(&threshold.severity));
+    let _ = writeln!(
+        out,
+        "          severity: {}",
+        quoted(&template_literal(&threshold.severity))
+    );
     let _ = writeln!(out, "          threshold: {}", quoted(kind.as_str()));
     let _ = writeln!(
         out,
@@ -80,10 +84,14 @@ fn write_rule(out: &mut String, thresholds: &Thresholds, at: usize, rule: &Rule,
     let _ = writeln!(out, "          description: {}", quoted(&description));
 }
 
-/// The quantile thresholds whose `max` is not a bound of the histogram their rule reads, with the
-/// name of their rule: near the limit, `histogram_quantile`'s interpolation and the sidecar's
-/// quantile may then disagree.
-pub fn limits_between_buckets<'a>(thresholds: &'a Thresholds, config: &Config) -> Vec<(&'a str, &'a Threshold)> {
+/// Quantile thresholds that Prometheus cannot judge as the sidecar does, with their rule's name
+/// and why: a `max` between two bucket bounds (`histogram_quantile` interpolates, so near the limit
+/// the two may disagree), or at or above the highest finite bound (`histogram_quantile` never
+/// returns more than that bound, so the alert could never fire).
+pub fn quantile_limit_problems<'a>(
+    thresholds: &'a Thresholds,
+    config: &Config,
+) -> Vec<(&'a str, &'a Threshold, &'static str)> {
     let mut found = Vec::new();
     for rule in &thresholds.rules {
         for kind in [ThresholdKind::DurationQuantile, ThresholdKind::QueueWaitQuantile] {
@@ -92,11 +100,14 @@ pub fn limits_between_buckets<'a>(thresholds: &'a Thresholds, config: &Config) -
                     ThresholdKind::DurationQuantile => &config.metrics.duration_buckets_seconds,
                     _ => &config.metrics.queue_buckets_seconds,
                 };
-                if !bounds
+                let top = bounds.last().copied().unwrap_or(f64::INFINITY);
+                if threshold.max >= top {
+                    found.push((rule.name.as_str(), threshold, "max is at or above the highest bucket bound: histogram_quantile never returns more than that bound, so this alert can never fire; add a higher bucket"));
+                } else if !bounds
                     .iter()
                     .any(|b| (b - threshold.max).abs() <= 1e-9 * b.abs().max(1.0))
                 {
-                    found.push((rule.name.as_str(), threshold));
+                    found.push((rule.name.as_str(), threshold, "max is not a bucket bound of the histogram the rule reads: Prometheus interpolates within the bucket, so near the limit its alert and the sidecar's quantile may disagree"));
                 }
             }
         }
@@ -107,7 +118,6 @@ pub fn limits_between_buckets<'a>(thresholds: &'a Thresholds, config: &Config) -
 /// The PromQL of one rule's alert.
 pub fn expression(thresholds: &Thresholds, at: usize, rule: &Rule, threshold: &Threshold) -> String {
     let kind = threshold.kind;
-    let selector = |extra: &str| selector_of(rule, extra);
     let window = threshold
         .window
         .as_ref()
@@ -116,46 +126,64 @@ pub fn expression(thresholds: &Thresholds, at: usize, rule: &Rule, threshold: &T
     let by = "sum by (tenant_id, workflow)";
     let max = format_number(threshold.max);
     let min = threshold.min_outcomes;
-    let mut expr = match kind {
-        ThresholdKind::FailureRatio => {
-            let all = selector("");
-            let failed = selector("status=\"FAILED\"");
-            format!(
-                "(\n  {by} (increase(hatchet_workflow_runs_total{failed}[{window}]))\n/\n  {by} (increase(hatchet_workflow_runs_total{all}[{window}]))\n) > {max}\nand on (tenant_id, workflow)\n  {by} (increase(hatchet_workflow_runs_total{all}[{window}])) >= {min}"
-            )
+    // The workflows the rule looks at, for a selector: over the same window and metric as the rule
+    // itself, so that a workflow an override claims is left out for exactly as long as the rule
+    // could see it (counters keep their samples for a window after a sidecar restarts or the
+    // workflow goes idle; a gauge present now would not).
+    let population = |rule: &Rule| -> String {
+        match kind {
+            ThresholdKind::FailureRatio => format!(
+                "{by} (increase(hatchet_workflow_runs_total{}[{window}]))",
+                selector_of(rule, "")
+            ),
+            ThresholdKind::DurationQuantile => format!(
+                "{by} (increase(hatchet_workflow_run_duration_seconds_count{}[{window}]))",
+                selector_of(rule, &status_matcher(threshold))
+            ),
+            ThresholdKind::QueueWaitQuantile => format!(
+                "{by} (increase(hatchet_workflow_run_queue_seconds_count{}[{window}]))",
+                selector_of(rule, "")
+            ),
+            ThresholdKind::OldestRunningAge => format!(
+                "max by (tenant_id, workflow) (hatchet_workflow_oldest_running_run_age_seconds{})",
+                selector_of(rule, "")
+            ),
+            ThresholdKind::RunsInFlight => format!("{by} (hatchet_workflow_runs_in_flight{})", selector_of(rule, "")),
         }
+    };
+    let mut expr = match kind {
+        ThresholdKind::FailureRatio => format!(
+            "(\n  {by} (increase(hatchet_workflow_runs_total{}[{window}]))\n/\n  {}\n) > {max}\nand on (tenant_id, workflow)\n  {} >= {min}",
+            selector_of(rule, "status=\"FAILED\""),
+            population(rule),
+            population(rule),
+        ),
         ThresholdKind::DurationQuantile | ThresholdKind::QueueWaitQuantile => {
-            let (metric, sel) = match kind {
-                ThresholdKind::DurationQuantile => (
-                    "hatchet_workflow_run_duration_seconds",
-                    selector(&format!(
-                        "status=\"{}\"",
-                        threshold.status.map_or("COMPLETED", |s| s.as_str())
-                    )),
-                ),
-                _ => ("hatchet_workflow_run_queue_seconds", selector("")),
+            let (metric, extra) = match kind {
+                ThresholdKind::DurationQuantile => ("hatchet_workflow_run_duration_seconds", status_matcher(threshold)),
+                _ => ("hatchet_workflow_run_queue_seconds", String::new()),
             };
             let q = format_number(threshold.quantile.unwrap_or(1.0));
             format!(
-                "histogram_quantile({q}, sum by (tenant_id, workflow, le) (rate({metric}_bucket{sel}[{window}]))) > {max}\nand on (tenant_id, workflow)\n  {by} (increase({metric}_count{sel}[{window}])) >= {min}"
+                "histogram_quantile({q}, sum by (tenant_id, workflow, le) (rate({metric}_bucket{}[{window}]))) > {max}\nand on (tenant_id, workflow)\n  {} >= {min}",
+                selector_of(rule, &extra),
+                population(rule),
             )
         }
-        ThresholdKind::OldestRunningAge => format!(
-            "max by (tenant_id, workflow) (hatchet_workflow_oldest_running_run_age_seconds{}) > {max}",
-            selector("")
-        ),
-        ThresholdKind::RunsInFlight => format!("{by} (hatchet_workflow_runs_in_flight{}) > {max}", selector("")),
+        ThresholdKind::OldestRunningAge | ThresholdKind::RunsInFlight => format!("{} > {max}", population(rule)),
     };
-    // `hatchet_workflow_runs_in_flight` is written for every workflow series from its first update
-    // (the outcome counter, with metadata labels, only from its first outcome).
     for other in outranking(thresholds, at, kind) {
         let _ = write!(
             expr,
-            "\nunless on (tenant_id, workflow) hatchet_workflow_runs_in_flight{}",
-            selector_of(&thresholds.rules[other], "")
+            "\nunless on (tenant_id, workflow) {}",
+            population(&thresholds.rules[other])
         );
     }
     expr
+}
+
+fn status_matcher(threshold: &Threshold) -> String {
+    format!("status=\"{}\"", threshold.status.map_or("COMPLETED", |s| s.as_str()))
 }
 
 /// The overrides that take `kind` from rule `at` for the workflows they match: those that set it
@@ -241,9 +269,9 @@ fn annotations(threshold: &Threshold, rule: &Rule) -> (String, String) {
     };
     let summary = format!("Workflow {{{{ $labels.workflow }}}}: {what} is {value} (max {max})");
     let description = format!(
-        "Workflow {{{{ $labels.workflow }}}} of tenant {{{{ $labels.tenant_id }}}}: {what} is {value}. Breached when {}. Threshold rule {:?} ({}), which matches {}. `hatchet-run-metrics thresholds explain {{{{ $labels.workflow }}}} --tenant {{{{ $labels.tenant_id }}}}` shows why it applies.",
+        "Workflow {{{{ $labels.workflow }}}} of tenant {{{{ $labels.tenant_id }}}}: {what} is {value}. Breached when {}. Threshold rule {} ({}), which matches {}. `hatchet-run-metrics thresholds explain {{{{ $labels.workflow }}}} --tenant {{{{ $labels.tenant_id }}}}` shows why it applies.",
         template_literal(&threshold.condition()),
-        template_literal(&rule.name),
+        template_literal(&format!("{:?}", rule.name)),
         rule.key,
         template_literal(&rule.describe_match()),
     );
@@ -269,7 +297,18 @@ fn template_literal(text: &str) -> String {
 
 /// A YAML (and PromQL) double-quoted string: JSON's escaping is valid in both.
 fn quoted(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+    let json = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into());
+    // JSON leaves DEL and the C1 controls as they are; YAML refuses them raw.
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c.is_control() {
+            true => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            false => out.push(c),
+        }
+    }
+    out
 }
 
 /// A Prometheus duration: `5m`, `90s`, `1500ms`.

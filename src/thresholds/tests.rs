@@ -1432,7 +1432,7 @@ runs_in_flight = { enabled = false, max = 7 }
 }
 
 #[test]
-fn enabled_false_in_the_default_turns_the_kind_off_except_where_an_override_sets_it() {
+fn enabled_false_in_the_default_is_inherited_until_an_override_switches_it_on() {
     let text = r#"
 [default.runs_in_flight]
 enabled = false
@@ -1444,8 +1444,12 @@ min_outcomes = 40
 
 [[overrides]]
 workflow = "important"
-runs_in_flight = { max = 5 }
-failure_ratio = { for = "1m" }
+runs_in_flight = { max = 5, enabled = true }
+failure_ratio = { for = "1m", enabled = true }
+
+[[overrides]]
+workflow = "quiet"
+failure_ratio = { min_outcomes = 50 }
 "#;
     let t = load(text);
     assert_eq!(
@@ -1461,12 +1465,14 @@ failure_ratio = { for = "1m" }
         assert_eq!(r.winner, Some(0), "{kind}");
         assert!(r.threshold.is_none(), "{kind}");
     }
-    // The override sets the kind, so it applies (its `enabled` defaults to true), inheriting the
-    // default's other fields.
+    // Switched on, inheriting the default's other fields.
     assert_eq!(in_flight_max(&t, None, "important"), 5.0);
     let failure = active(&t, ThresholdKind::FailureRatio, None, "important");
     assert_eq!((failure.max, failure.min_outcomes, failure.hold), (0.2, 40, secs(60)));
-    // Disabled everywhere it is written: nothing is evaluated for the default's kinds.
+    // Not switched on: `enabled = false` is inherited like any field.
+    let quiet = t.resolve(ThresholdKind::FailureRatio, None, "quiet");
+    assert_eq!(quiet.winner, Some(2));
+    assert!(quiet.threshold.is_none());
     assert!(!t.is_empty());
 }
 
