@@ -5,6 +5,9 @@
 //!
 //! promtool is required, not optional: scripts/test installs it (Debian package prometheus).
 
+mod common;
+
+use common::binary;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,15 +18,6 @@ const THRESHOLDS: &str = "config/thresholds.toml";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn binary(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hatchet-run-metrics"))
-        .args(args)
-        .env_remove("HATCHET_RUN_METRICS_CONFIG")
-        .env_remove("HATCHET_RUN_METRICS_BROKERS")
-        .output()
-        .expect("binary runs")
 }
 
 /// `promtool ARGS` in the repository root. A missing promtool fails the test: it is part of the

@@ -4,16 +4,7 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Output};
-
-fn binary(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hatchet-run-metrics"))
-        .args(args)
-        .env_remove("HATCHET_RUN_METRICS_CONFIG")
-        .env_remove("HATCHET_RUN_METRICS_BROKERS")
-        .output()
-        .expect("binary runs")
-}
+use std::process::Command;
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(unique_name(name));

@@ -224,16 +224,7 @@ impl Service {
             .stderr(Stdio::piped())
             .spawn()
             .expect("service starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let log = collect_stderr(&mut child);
         let service = Service {
             child,
             port,
@@ -331,6 +322,31 @@ impl Drop for Service {
             self.terminate();
         }
     }
+}
+
+/// The child's stderr, gathered line by line as it comes (for logs in panic messages).
+pub fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    log
+}
+
+/// `hatchet-run-metrics ARGS`, with no config or brokers from the environment.
+pub fn binary(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hatchet-run-metrics"))
+        .args(args)
+        .env_remove("HATCHET_RUN_METRICS_CONFIG")
+        .env_remove("HATCHET_RUN_METRICS_BROKERS")
+        .output()
+        .expect("binary runs")
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1.

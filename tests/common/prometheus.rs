@@ -5,7 +5,6 @@
 
 use super::{free_port, http_get, unique_name};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -63,16 +62,7 @@ impl PrometheusServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("prometheus starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let log = super::collect_stderr(&mut child);
         // Built before waiting, so that a panic below still kills the child and removes the dir.
         let mut server = PrometheusServer {
             child,
