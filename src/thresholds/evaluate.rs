@@ -119,7 +119,17 @@ impl ThresholdEvaluator {
             };
         }
         let settings = aggregator.settings();
-        let oldest_running = aggregator.lifecycle().oldest_running();
+        // A scan of every tracked run: only when some rule judges the oldest running run.
+        let judges_oldest = (self.thresholds.rules.iter()).any(|r| {
+            matches!(
+                r.setting(ThresholdKind::OldestRunningAge),
+                Some(super::Setting::Active(_))
+            )
+        });
+        let oldest_running = match judges_oldest {
+            true => aggregator.lifecycle().oldest_running(),
+            false => Vec::new(),
+        };
         for (at, stats) in aggregator.series_with_ids() {
             if stats.workflow == OVERFLOW_WORKFLOW {
                 continue;
