@@ -336,9 +336,7 @@ impl Config {
         let mut config = Config::parse(&text, &name)?;
         config.loaded_from = Some(path.to_path_buf());
         if let Some(file) = &mut config.thresholds.file {
-            if file.is_relative() {
-                *file = path.parent().unwrap_or(Path::new("")).join(&*file);
-            }
+            *file = beside(path, file);
         }
         config.apply_env(|k| std::env::var(k).ok())?;
         config.load_thresholds()?;
@@ -641,6 +639,14 @@ impl Config {
             metadata_label_max_values: self.metrics.metadata_label_max_values,
             idle_expiry_nanos: i64::try_from(self.metrics.idle_expiry.as_nanos()).unwrap_or(i64::MAX),
         }
+    }
+}
+
+/// `file` as named in the config at `config`: a relative path is taken from the config's folder.
+pub fn beside(config: &Path, file: &Path) -> PathBuf {
+    match file.is_relative() {
+        true => config.parent().unwrap_or(Path::new("")).join(file),
+        false => file.to_path_buf(),
     }
 }
 

@@ -111,11 +111,8 @@ impl ConfigWatch {
 /// `thresholds.file` of a config's text, resolved against the config's folder.
 fn thresholds_file_named(config: &Path, bytes: &[u8]) -> Option<PathBuf> {
     let table: toml::Table = std::str::from_utf8(bytes).ok()?.parse().ok()?;
-    let file = PathBuf::from(table.get("thresholds")?.get("file")?.as_str()?);
-    Some(match file.is_relative() {
-        true => config.parent().unwrap_or(Path::new("")).join(file),
-        false => file,
-    })
+    let file = table.get("thresholds")?.get("file")?.as_str()?;
+    Some(crate::config::beside(config, Path::new(file)))
 }
 
 /// The sections other than `[thresholds]` that differ: they apply only at the next start.

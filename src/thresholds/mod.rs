@@ -571,8 +571,7 @@ impl Threshold {
     /// The limit as written for people: `5%`, `10m`, `250`.
     pub fn format_value(&self, value: f64) -> String {
         match self.kind {
-            ThresholdKind::FailureRatio => format!("{value}"),
-            ThresholdKind::RunsInFlight => format!("{value}"),
+            ThresholdKind::FailureRatio | ThresholdKind::RunsInFlight => format!("{value}"),
             _ => format_seconds(value),
         }
     }
