@@ -21,7 +21,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Properties set unless `kafka.properties` says otherwise.
 ///
@@ -36,18 +36,117 @@ pub const DEFAULT_PROPERTIES: [(&str, &str); 2] = [("auto.offset.reset", "earlie
 pub struct ConsumerHealth {
     assigned_partitions: AtomicUsize,
     broker_up: AtomicBool,
+    brokers: Mutex<BrokerState>,
+}
+
+#[derive(Debug, Default)]
+struct BrokerState {
+    /// Why no broker can be used, when known: cleared once the statistics show a connection up.
+    problem: BrokerProblem,
+    /// The latest connection error of any broker (one broker's trouble is not an outage), told
+    /// along with an outage.
+    last_error: Option<String>,
+}
+
+/// Why no broker can be used, most telling first: a later, vaguer report never hides a refusal
+/// of the credentials (which librdkafka follows with "all brokers are down").
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+enum BrokerProblem {
+    #[default]
+    None,
+    /// The statistics show no connection up.
+    NoConnection,
+    /// Every broker is down or unreachable.
+    AllDown(String),
+    /// The brokers refused this client's credentials or permissions.
+    Refused(String),
 }
 
 impl ConsumerHealth {
     /// `None` when ready: partitions assigned and a broker connection up.
     pub fn not_ready_because(&self) -> Option<String> {
         if !self.broker_up.load(Ordering::Relaxed) {
-            return Some("no broker connection is up".into());
+            let state = self.state();
+            let why = match &state.problem {
+                BrokerProblem::Refused(reason) => {
+                    return Some(format!(
+                        "the brokers refused this client's credentials or permissions: {reason}"
+                    ))
+                }
+                BrokerProblem::None => "connecting to the brokers: none has answered yet".to_string(),
+                BrokerProblem::NoConnection => "no broker connection is up (the Kafka client's statistics)".into(),
+                BrokerProblem::AllDown(reason) => format!("all brokers are down or unreachable ({reason})"),
+            };
+            return Some(match &state.last_error {
+                Some(last) => format!("{why}; last connection error: {last}"),
+                None => why,
+            });
         }
         if self.assigned_partitions.load(Ordering::Relaxed) == 0 {
-            return Some("no partitions assigned".into());
+            return Some(
+                "connected, but no partitions are assigned (joining the consumer group, or the group has more members than the topics have partitions)"
+                    .into(),
+            );
         }
         None
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BrokerState> {
+        self.brokers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The Kafka client's statistics show a broker connection up: the authority.
+    fn broker_connected(&self) {
+        let mut state = self.state();
+        *state = BrokerState::default();
+        self.broker_up.store(true, Ordering::Relaxed);
+    }
+
+    /// The statistics show no broker connection up; a reason already known stays.
+    fn no_broker_connected(&self) {
+        let mut state = self.state();
+        if state.problem == BrokerProblem::None {
+            state.problem = BrokerProblem::NoConnection;
+        }
+        self.broker_up.store(false, Ordering::Relaxed);
+    }
+
+    /// A message or an assignment arrived: a broker answered, which is enough before the first
+    /// statistics, but not against a problem reported since (a message may come from the local
+    /// queue after the brokers went away). Cheap: runs for every message.
+    fn broker_answered(&self) {
+        if self.broker_up.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.state().problem == BrokerProblem::None {
+            self.broker_up.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// What a Kafka client error says about the brokers.
+    fn client_error(&self, code: Option<RDKafkaErrorCode>, reason: &str) {
+        let Some(code) = code else { return };
+        let mut state = self.state();
+        match code {
+            RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed => {
+                state.problem = BrokerProblem::Refused(reason.to_string());
+                self.broker_up.store(false, Ordering::Relaxed);
+            }
+            RDKafkaErrorCode::AllBrokersDown => {
+                if !matches!(state.problem, BrokerProblem::Refused(_)) {
+                    state.problem = BrokerProblem::AllDown(reason.to_string());
+                }
+                self.broker_up.store(false, Ordering::Relaxed);
+            }
+            RDKafkaErrorCode::Resolve | RDKafkaErrorCode::SSL | RDKafkaErrorCode::BrokerTransportFailure => {
+                state.last_error = Some(reason.to_string());
+            }
+            _ => {}
+        }
     }
 }
 
@@ -72,8 +171,10 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        let up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
-        self.health.broker_up.store(up, Ordering::Relaxed);
+        match statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP") {
+            true => self.health.broker_connected(),
+            false => self.health.no_broker_connected(),
+        }
         let partitions = (statistics.topics.iter())
             .flat_map(|(topic, t)| {
                 t.partitions
@@ -90,9 +191,7 @@ impl ClientContext for SourceContext {
         let code = error
             .rdkafka_error_code()
             .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.broker_up.store(false, Ordering::Relaxed);
-        }
+        self.health.client_error(error.rdkafka_error_code(), reason);
         KafkaClientError { code: &code, reason }.emit(&self.telemetry);
     }
 }
@@ -110,7 +209,11 @@ impl ConsumerContext for SourceContext {
         let now_assigned = consumer.assignment().map_or(0, |a| a.count());
         self.health.assigned_partitions.store(now_assigned, Ordering::Relaxed);
         let (kind, list) = match rebalance {
-            Rebalance::Assign(tpl) => ("assign", partitions_of(tpl)),
+            Rebalance::Assign(tpl) => {
+                // Only the group coordinator assigns: a broker answered.
+                self.health.broker_answered();
+                ("assign", partitions_of(tpl))
+            }
             Rebalance::Revoke(tpl) => ("revoke", partitions_of(tpl)),
             Rebalance::Error(error) => {
                 KafkaClientError {
@@ -189,7 +292,7 @@ pub async fn consume(
     let telemetry = pipeline.telemetry().clone();
     let context = SourceContext {
         telemetry: telemetry.clone(),
-        health,
+        health: health.clone(),
     };
     let consumer: StreamConsumer<SourceContext> = client_config(config).create_with_context(context)?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -218,6 +321,7 @@ pub async fn consume(
                 continue;
             }
         };
+        health.broker_answered();
         let (topic, partition) = (message.topic(), message.partition());
         let origin = MessageOrigin::Kafka {
             topic,
@@ -246,4 +350,86 @@ pub async fn consume(
     commit(&consumer, &telemetry);
     consumer.unsubscribe();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(health: &ConsumerHealth) -> String {
+        health.not_ready_because().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_first_message_proves_a_broker_before_any_statistics() {
+        let health = ConsumerHealth::default();
+        assert!(reason(&health).contains("none has answered yet"));
+        health.broker_answered();
+        assert!(reason(&health).contains("no partitions are assigned"));
+        health.assigned_partitions.store(3, Ordering::Relaxed);
+        assert_eq!(health.not_ready_because(), None);
+    }
+
+    #[test]
+    fn refused_credentials_stay_the_reason_until_a_connection_is_up() {
+        let health = ConsumerHealth::default();
+        health.client_error(Some(RDKafkaErrorCode::Authentication), "SASL authentication error");
+        health.client_error(Some(RDKafkaErrorCode::AllBrokersDown), "1/1 brokers are down");
+        health.no_broker_connected();
+        health.broker_answered();
+        assert!(
+            reason(&health).contains("credentials") && reason(&health).contains("SASL authentication error"),
+            "{}",
+            reason(&health)
+        );
+        health.broker_connected();
+        health.assigned_partitions.store(1, Ordering::Relaxed);
+        assert_eq!(health.not_ready_because(), None);
+    }
+
+    #[test]
+    fn an_outage_gives_the_last_connection_error_and_survives_queued_messages() {
+        let health = ConsumerHealth::default();
+        health.broker_connected();
+        health.assigned_partitions.store(1, Ordering::Relaxed);
+        health.client_error(
+            Some(RDKafkaErrorCode::BrokerTransportFailure),
+            "one broker is restarting",
+        );
+        assert_eq!(
+            health.not_ready_because(),
+            None,
+            "one broker's trouble is not an outage"
+        );
+        health.client_error(Some(RDKafkaErrorCode::AllBrokersDown), "2/2 brokers are down");
+        health.client_error(Some(RDKafkaErrorCode::BrokerTransportFailure), "Connection refused");
+        health.broker_answered();
+        let said = reason(&health);
+        assert!(
+            said.contains("2/2 brokers are down") && said.contains("Connection refused"),
+            "{said}"
+        );
+        health.no_broker_connected();
+        assert_eq!(reason(&health), said, "the statistics do not blur the reason");
+        health.broker_connected();
+        assert_eq!(health.not_ready_because(), None);
+    }
+
+    #[test]
+    fn before_any_answer_a_connection_error_is_the_reason() {
+        let health = ConsumerHealth::default();
+        health.client_error(Some(RDKafkaErrorCode::Resolve), "kafka-0: Failed to resolve");
+        assert!(
+            reason(&health).contains("none has answered yet") && reason(&health).contains("Failed to resolve"),
+            "{}",
+            reason(&health)
+        );
+        health.client_error(Some(RDKafkaErrorCode::MessageTimedOut), "unrelated");
+        assert!(reason(&health).contains("Failed to resolve"));
+        health.broker_answered();
+        assert!(
+            reason(&health).contains("no partitions"),
+            "another broker answered: one broker's trouble is not an outage"
+        );
+    }
 }
