@@ -6,9 +6,10 @@
 //! `config/hatchet-run-metrics.toml` documents every option with its default and must say the same
 //! as the doc comments below.
 
+use crate::aggregate::label_value::{self, MIN_LABEL_VALUE_BYTES};
 use crate::aggregate::lifecycle::LifecycleLimits;
 use crate::aggregate::metadata_labels::MAX_METADATA_LABELS;
-use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings};
+use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings, TimestampLimits};
 use crate::decode::Uuid128;
 use crate::model::V1TaskStatus;
 use crate::thresholds::{OverrideSpec, ThresholdSet, Thresholds, ThresholdsFile, TrackedWindows};
@@ -118,6 +119,22 @@ pub struct MetricsConfig {
     /// Windows of `hatchet_workflow_failure_ratio`, each also its `window` label. Default
     /// `["5m", "1h"]`.
     pub failure_ratio_windows: Vec<String>,
+    /// Longest label value taken from a message (the workflow name from `displayName`, metadata
+    /// values), in bytes, 32 to 4096. A longer value keeps its first bytes and ends in `~` and 16
+    /// hexadecimal digits of a hash of the whole value, so distinct values stay distinct; counted
+    /// in `hatchet_run_metrics_label_values_altered_total{why="too_long"}`. Control characters
+    /// and U+2028/U+2029 in such values become U+FFFD (`why="control_characters"`). Default 128.
+    pub max_label_value_bytes: usize,
+    /// A `startedAt`, `finishedAt` or `createdAt` later than the wall clock by more than this is
+    /// not believed: taken as absent and counted in
+    /// `hatchet_run_metrics_implausible_values_total{field}`. Default `"10m"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub timestamp_max_ahead: Duration,
+    /// The same for a timestamp earlier than the wall clock by more than this (not applied by
+    /// `replay`, whose files may be old). Durations from `startedAt` to `finishedAt` over a year
+    /// are not believed either (`field="duration"`). Default `"3650d"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub timestamp_max_age: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -236,6 +253,9 @@ impl Default for MetricsConfig {
             metadata_label_max_values: 100,
             idle_expiry: Duration::from_secs(48 * 3600),
             failure_ratio_windows: vec!["5m".into(), "1h".into()],
+            max_label_value_bytes: 128,
+            timestamp_max_ahead: Duration::from_secs(600),
+            timestamp_max_age: Duration::from_secs(3650 * 86400),
         }
     }
 }
@@ -512,6 +532,18 @@ impl Config {
         if self.metrics.max_workflows == 0 {
             return fail("metrics.max_workflows", "must be at least 1".into());
         }
+        if !(MIN_LABEL_VALUE_BYTES..=4096).contains(&self.metrics.max_label_value_bytes) {
+            return fail(
+                "metrics.max_label_value_bytes",
+                format!("must lie between {MIN_LABEL_VALUE_BYTES} and 4096"),
+            );
+        }
+        if self.metrics.timestamp_max_ahead < Duration::from_secs(1) {
+            return fail("metrics.timestamp_max_ahead", "must be at least 1s".into());
+        }
+        if self.metrics.timestamp_max_age < Duration::from_secs(86400) {
+            return fail("metrics.timestamp_max_age", "must be at least 1d".into());
+        }
         if self.metrics.idle_expiry < Duration::from_secs(60) {
             return fail("metrics.idle_expiry", "must be at least 1m".into());
         }
@@ -580,6 +612,12 @@ impl Config {
             if name.trim().is_empty() {
                 return fail(&format!("workflow_names.\"{id}\""), "the name must not be empty".into());
             }
+            if label_value::sanitize(name, self.metrics.max_label_value_bytes).1.any() {
+                return fail(
+                    &format!("workflow_names.\"{id}\""),
+                    "the name must be at most metrics.max_label_value_bytes long, without control characters".into(),
+                );
+            }
         }
         if self.thresholds.file.is_some()
             && (self.thresholds.default != ThresholdSet::default() || !self.thresholds.overrides.is_empty())
@@ -638,6 +676,11 @@ impl Config {
             metadata_labels: self.metrics.metadata_labels.clone(),
             metadata_label_max_values: self.metrics.metadata_label_max_values,
             idle_expiry_nanos: i64::try_from(self.metrics.idle_expiry.as_nanos()).unwrap_or(i64::MAX),
+            max_label_value_bytes: self.metrics.max_label_value_bytes,
+            timestamps: TimestampLimits {
+                max_ahead_nanos: i64::try_from(self.metrics.timestamp_max_ahead.as_nanos()).unwrap_or(i64::MAX),
+                max_age_nanos: i64::try_from(self.metrics.timestamp_max_age.as_nanos()).unwrap_or(i64::MAX),
+            },
         }
     }
 }
@@ -784,6 +827,14 @@ mod tests {
             ("[metrics]\nmetadata_labels = [\"a\", \"b\", \"c\", \"d\", \"e\"]", "metrics.metadata_labels", "at most 4"),
             ("[metrics]\nmetadata_label_max_values = 0", "metrics.metadata_label_max_values", "between"),
             ("[metrics]\nidle_expiry = \"30s\"", "metrics.idle_expiry", "at least 1m"),
+            ("[metrics]\nmax_label_value_bytes = 8", "metrics.max_label_value_bytes", "between 32 and 4096"),
+            ("[metrics]\ntimestamp_max_ahead = \"0s\"", "metrics.timestamp_max_ahead", "at least 1s"),
+            ("[metrics]\ntimestamp_max_age = \"1h\"", "metrics.timestamp_max_age", "at least 1d"),
+            (
+                "[workflow_names]\n\"0b7e2d3c-4f1a-4c55-8d2e-6a9f1c3b5d77\" = \"bad\\r\\nname\"",
+                "workflow_names.",
+                "control characters",
+            ),
             (
                 "[outcomes]\nmax_remembered = 0",
                 "outcomes.max_remembered",

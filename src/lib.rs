@@ -13,7 +13,9 @@
 //!   contract and nothing else.
 //! - [`aggregate`]: per workflow, outcomes (counted once), duration and queue-wait histograms,
 //!   failure-ratio windows, windowed duration quantiles, metadata labels, and per-run lifecycle (in flight, retries, replays),
-//!   all in bounded memory. Pure and synchronous.
+//!   all in bounded memory. Pure and synchronous. It decides which of a message's timestamps to
+//!   believe, and makes label values from messages safe and bounded
+//!   ([`aggregate::label_value`]) once, where a series or value is created.
 //! - [`thresholds`]: what healthy means per workflow, from the config: default and overrides
 //!   resolved per workflow, evaluated against the aggregation on an interval
 //!   ([`thresholds::evaluate`]), and written as Prometheus alerting rules ([`thresholds::rules`]).

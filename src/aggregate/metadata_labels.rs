@@ -6,6 +6,7 @@
 //! `metadata_label_max_values` distinct values a label's new values fold into `__overflow__`, so a
 //! key that turns out to carry ids cannot explode the exposition.
 
+use super::label_value::{self, AlterationCounts};
 use rustc_hash::FxHashMap;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -33,20 +34,26 @@ pub struct MetadataLabels {
     /// Per label: value text -> id, and id -> text (id 0 is the empty value).
     ids: Vec<FxHashMap<String, u16>>,
     texts: Vec<Vec<String>>,
+    /// Values longer than this are cut (see [`label_value`]).
+    max_value_bytes: usize,
     /// Outcomes whose value of some label was folded into `__overflow__`.
     pub folded: u64,
+    /// Per label: distinct values altered to be label values (cut, control characters replaced).
+    pub altered: Vec<AlterationCounts>,
 }
 
 impl MetadataLabels {
     /// `max_values` is capped below `u16::MAX`.
-    pub fn new(names: Vec<String>, max_values: usize) -> MetadataLabels {
+    pub fn new(names: Vec<String>, max_values: usize, max_value_bytes: usize) -> MetadataLabels {
         let count = names.len().min(MAX_METADATA_LABELS);
         MetadataLabels {
             names: names.into_iter().take(count).collect(),
             max_values: max_values.min(usize::from(u16::MAX) - 2),
             ids: vec![FxHashMap::default(); count],
             texts: vec![vec![String::new()]; count],
+            max_value_bytes,
             folded: 0,
+            altered: vec![AlterationCounts::default(); count],
         }
     }
 
@@ -94,6 +101,9 @@ impl MetadataLabels {
         if text.is_empty() {
             return ABSENT;
         }
+        // Values are kept as their label text: a 1 MB value is never stored or compared again.
+        let (text, altered) = label_value::sanitize(text, self.max_value_bytes);
+        let text = text.as_ref();
         // A value spelled like the overflow value is the overflow value: one series, not two.
         if text == OVERFLOW_VALUE {
             return OVERFLOW;
@@ -105,6 +115,7 @@ impl MetadataLabels {
             self.folded += 1;
             return OVERFLOW;
         }
+        self.altered[label].add(altered);
         let id = self.texts[label].len() as u16;
         self.texts[label].push(text.to_string());
         self.ids[label].insert(text.to_string(), id);
@@ -158,7 +169,7 @@ mod tests {
 
     #[test]
     fn picks_configured_keys_and_interns_values() {
-        let mut labels = MetadataLabels::new(vec!["customer_tier".into(), "source".into()], 10);
+        let mut labels = MetadataLabels::new(vec!["customer_tier".into(), "source".into()], 10, 128);
         let gold = labels.key_of(Some(&raw(
             r#"{"source":"api","x":{"deep":[1]},"customer_tier":"gold"}"#,
         )));
@@ -178,7 +189,7 @@ mod tests {
 
     #[test]
     fn values_beyond_the_cap_fold_into_overflow() {
-        let mut labels = MetadataLabels::new(vec!["customer_id".into()], 3);
+        let mut labels = MetadataLabels::new(vec!["customer_id".into()], 3, 128);
         let keys: Vec<_> = (0..10)
             .map(|i| labels.key_of(Some(&raw(&format!(r#"{{"customer_id":"c{i}"}}"#)))))
             .collect();
@@ -191,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_value_spelled_like_the_overflow_is_the_overflow() {
-        let mut labels = MetadataLabels::new(vec!["tier".into()], 1);
+        let mut labels = MetadataLabels::new(vec!["tier".into()], 1, 128);
         let spelled = labels.key_of(Some(&raw(r#"{"tier":"__overflow__"}"#)));
         labels.key_of(Some(&raw(r#"{"tier":"gold"}"#)));
         let folded = labels.key_of(Some(&raw(r#"{"tier":"silver"}"#)));
@@ -200,8 +211,26 @@ mod tests {
 
     #[test]
     fn malformed_metadata_gives_empty_values() {
-        let mut labels = MetadataLabels::new(vec!["a".into()], 3);
+        let mut labels = MetadataLabels::new(vec!["a".into()], 3, 128);
         assert_eq!(labels.key_of(Some(&raw(r#"[1,2]"#))), [0; MAX_METADATA_LABELS]);
         assert_eq!(labels.key_of(Some(&raw(r#""text""#))), [0; MAX_METADATA_LABELS]);
+    }
+
+    #[test]
+    fn long_and_unsafe_values_are_stored_as_label_values_and_counted_once() {
+        let mut labels = MetadataLabels::new(vec!["customer".into()], 10, 64);
+        let long = "c".repeat(1 << 20);
+        let doc = |value: &str| raw(&serde_json::json!({ "customer": value }).to_string());
+        let first = labels.key_of(Some(&doc(&long)));
+        let again = labels.key_of(Some(&doc(&long)));
+        assert_eq!(first, again);
+        assert_eq!(labels.value(0, first[0]).len(), 64);
+        let other = labels.key_of(Some(&doc(&format!("{}d", &long[1..]))));
+        assert_ne!(first, other, "long values that differ stay distinct");
+        let unsafe_value = labels.key_of(Some(&doc("gold\r\n\u{0}")));
+        assert_eq!(labels.value(0, unsafe_value[0]), "gold\u{FFFD}\u{FFFD}\u{FFFD}");
+        assert_eq!(labels.altered[0], AlterationCounts { cut: 2, replaced: 1 });
+        let stored: usize = labels.ids[0].keys().map(String::len).sum();
+        assert!(stored < 1024, "only the cut values are stored: {stored} bytes");
     }
 }

@@ -6,6 +6,7 @@
 //! can be unit-tested and benchmarked without Kafka or HTTP; the exporter reads it to render.
 
 pub mod failure_window;
+pub mod label_value;
 pub mod lifecycle;
 pub mod metadata_labels;
 pub mod outcome_memory;
@@ -14,6 +15,7 @@ pub mod quantile_window;
 use crate::decode::{RunUpdate, Uuid128};
 use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
 use failure_window::FailureRatioWindow;
+use label_value::AlterationCounts;
 use lifecycle::{InFlight, LifecycleLimits, RunLifecycle};
 use metadata_labels::{MetadataKey, MetadataLabels, ALL_OVERFLOW};
 use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits, NOT_FINISHED};
@@ -60,6 +62,86 @@ pub struct AggregateSettings {
     pub metadata_labels: Vec<String>,
     /// Distinct values per metadata label before new ones fold into `__overflow__`.
     pub metadata_label_max_values: usize,
+    /// Label values from messages (workflow names, metadata values) longer than this are cut
+    /// (see [`label_value`]).
+    pub max_label_value_bytes: usize,
+    /// How far from the wall clock a timestamp may lie and still be believed.
+    pub timestamps: TimestampLimits,
+}
+
+/// How far from the wall clock a message's timestamp may lie before it is taken as absent (and
+/// counted): a `finishedAt` of 9999-12-31 or a `startedAt` of 0000-01-01 must not put
+/// thousands of years into a histogram's `_sum` or pin a windowed quantile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampLimits {
+    /// Later than the wall clock by more than this: not believed (live and replay).
+    pub max_ahead_nanos: i64,
+    /// Earlier than the wall clock by more than this: not believed (live only: a replayed file
+    /// may be old).
+    pub max_age_nanos: i64,
+}
+
+impl TimestampLimits {
+    /// Every timestamp believed (for tests on a clock of their own).
+    pub const UNLIMITED: TimestampLimits = TimestampLimits {
+        max_ahead_nanos: i64::MAX,
+        max_age_nanos: i64::MAX,
+    };
+
+    fn believes(&self, t: Timestamp, wall_nanos: i64, clock: Clock) -> bool {
+        // Beyond what i64 nanoseconds hold (before 1677, after 2262): never plausible.
+        let Some(nanos) = t.timestamp_nanos_opt() else {
+            return false;
+        };
+        nanos <= wall_nanos.saturating_add(self.max_ahead_nanos)
+            && (clock == Clock::Replay || nanos >= wall_nanos.saturating_sub(self.max_age_nanos))
+    }
+}
+
+/// Values not believed, by field: the timestamps [`TimestampLimits`] refuses, and durations
+/// from `startedAt` to `finishedAt` longer than a year.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImplausibleCounts {
+    pub started_at: u64,
+    pub finished_at: u64,
+    pub created_at: u64,
+    pub duration: u64,
+}
+
+impl ImplausibleCounts {
+    /// `(field, count)` with the field as the message spells it.
+    pub fn by_field(&self) -> [(&'static str, u64); 4] {
+        [
+            ("startedAt", self.started_at),
+            ("finishedAt", self.finished_at),
+            ("createdAt", self.created_at),
+            ("duration", self.duration),
+        ]
+    }
+}
+
+/// The timestamps of one update that the aggregation uses: absent when the message has none, or
+/// when [`TimestampLimits`] does not believe it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunTimes {
+    pub started: Option<Timestamp>,
+    pub finished: Option<Timestamp>,
+    /// `createdAt`, else `metadata.createdAt`.
+    pub created: Option<Timestamp>,
+    /// Hatchet's own `duration` (ms), used when a timestamp is absent.
+    pub duration_ms: Option<i64>,
+}
+
+impl RunTimes {
+    /// The run's timestamps as sent.
+    pub fn of(run: &V1WorkflowRun<'_>) -> RunTimes {
+        RunTimes {
+            started: run.started_at,
+            finished: run.finished_at,
+            created: Some(run.created_at.unwrap_or(run.metadata.created_at)),
+            duration_ms: run.duration,
+        }
+    }
 }
 
 /// The `workflow` label of the series that takes in workflows beyond `max_workflows`.
@@ -178,6 +260,10 @@ pub struct Aggregator {
     /// Updates of workflows folded into an overflow series, and series dropped as idle.
     pub folded_updates: u64,
     pub expired_series: u64,
+    /// Workflow names altered to be label values (distinct names, counted when first seen).
+    pub workflow_names_altered: AlterationCounts,
+    /// Values of updates not believed.
+    pub implausible: ImplausibleCounts,
     last_sweep_nanos: i64,
     outcomes: OutcomeMemory,
     lifecycle: RunLifecycle,
@@ -192,7 +278,11 @@ impl Aggregator {
         Aggregator {
             outcomes: OutcomeMemory::new(settings.outcome_memory),
             lifecycle: RunLifecycle::new(settings.lifecycle),
-            metadata_labels: MetadataLabels::new(settings.metadata_labels.clone(), settings.metadata_label_max_values),
+            metadata_labels: MetadataLabels::new(
+                settings.metadata_labels.clone(),
+                settings.metadata_label_max_values,
+                settings.max_label_value_bytes,
+            ),
             settings,
             workflows: FxHashMap::default(),
             series_by_label: HashMap::new(),
@@ -200,6 +290,8 @@ impl Aggregator {
             tenant_series: FxHashMap::default(),
             folded_updates: 0,
             expired_series: 0,
+            workflow_names_altered: AlterationCounts::default(),
+            implausible: ImplausibleCounts::default(),
             last_sweep_nanos: i64::MIN,
             clock,
             latest_finished_nanos: None,
@@ -214,9 +306,10 @@ impl Aggregator {
     pub fn apply(&mut self, update: &RunUpdate<'_>, wall_nanos: i64) -> Applied {
         let run = &update.run;
         let terminal = run.status.is_terminal();
-        // Instants i64 nanoseconds cannot hold (before 1677, after 2262) are clamped.
-        let nanos = |t: Option<Timestamp>| t.map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
-        let finished_at = nanos(run.finished_at);
+        let times = self.believed_times(RunTimes::of(run), wall_nanos);
+        // Believed timestamps fit in i64 nanoseconds.
+        let nanos = |t: Option<Timestamp>| t.and_then(|t| t.timestamp_nanos_opt());
+        let finished_at = nanos(times.finished);
         // A DAG's finishedAt while still RUNNING is not a finish.
         let finished = finished_at.filter(|_| terminal);
         let now = match self.clock {
@@ -233,7 +326,7 @@ impl Aggregator {
             update.run_key,
             u32::try_from(at).unwrap_or(u32::MAX),
             run.status,
-            nanos(run.started_at),
+            nanos(times.started),
             finished_at,
             now,
         );
@@ -248,7 +341,13 @@ impl Aggregator {
         if !self.outcomes.remember(key, now) {
             return Applied::Duplicate;
         }
-        let duration_seconds = run_duration_seconds(run);
+        let duration_seconds = match trusted_duration_seconds(&times) {
+            Ok(seconds) => seconds,
+            Err(Implausible) => {
+                self.implausible.duration += 1;
+                None
+            }
+        };
         if let Some(finished) = finished {
             self.latest_finished_nanos = Some(self.latest_finished_nanos.map_or(finished, |l| l.max(finished)));
         }
@@ -290,7 +389,7 @@ impl Aggregator {
         if let Some(seconds) = duration_seconds {
             outcome.duration.observe(bounds, seconds);
         }
-        if let Some(seconds) = queue_wait_seconds(run) {
+        if let Some(seconds) = queue_wait_seconds(&times) {
             outcome.queue.observe(&self.settings.queue_buckets_seconds, seconds);
             for window in &mut stats.queue_windows {
                 window.record(event_nanos, seconds);
@@ -315,6 +414,28 @@ impl Aggregator {
         }
     }
 
+    /// `times` less what [`TimestampLimits`] does not believe at `wall_nanos`, counted by field.
+    fn believed_times(&mut self, mut times: RunTimes, wall_nanos: i64) -> RunTimes {
+        let limits = self.settings.timestamps;
+        let clock = self.clock;
+        let (run_started, run_finished) = (times.started.is_some(), times.finished.is_some());
+        for (slot, count) in [
+            (&mut times.started, &mut self.implausible.started_at),
+            (&mut times.finished, &mut self.implausible.finished_at),
+            (&mut times.created, &mut self.implausible.created_at),
+        ] {
+            if slot.is_some_and(|t| !limits.believes(t, wall_nanos, clock)) {
+                *slot = None;
+                *count += 1;
+            }
+        }
+        // Hatchet computes `duration` from the same two timestamps: no better than they are.
+        if (run_started, run_finished) != (times.started.is_some(), times.finished.is_some()) {
+            times.duration_ms = None;
+        }
+        times
+    }
+
     /// The series of the update's workflow, created on first sight (or the tenant's overflow
     /// series at the cap); `now` marks it as updated.
     fn series_for(&mut self, update: &RunUpdate<'_>, now: i64) -> usize {
@@ -336,13 +457,18 @@ impl Aggregator {
                 }
             }
             None => {
-                let name = self
-                    .settings
-                    .workflow_names
-                    .get(&update.workflow)
-                    .cloned()
-                    .or_else(|| workflow_name_from_display_name(&update.run.display_name).map(str::to_owned))
-                    .unwrap_or_else(|| update.run.workflow_id.to_ascii_lowercase());
+                let name = match self.settings.workflow_names.get(&update.workflow) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let derived = workflow_name_from_display_name(&update.run.display_name);
+                        let (name, altered) = match derived {
+                            Some(name) => label_value::sanitize(name, self.settings.max_label_value_bytes),
+                            None => (update.run.workflow_id.to_ascii_lowercase().into(), Default::default()),
+                        };
+                        self.workflow_names_altered.add(altered);
+                        name.into_owned()
+                    }
+                };
                 let at = match self.series_by_label.get(&(update.tenant, name.clone())) {
                     Some(&at) => at,
                     None => self.new_series(update.tenant, name, Some(update.workflow)),
@@ -500,28 +626,40 @@ pub fn workflow_name_from_display_name(display_name: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// A duration from `startedAt` to `finishedAt` longer than [`MAX_TRUSTED_DURATION_MS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Implausible;
+
 /// The run's duration in seconds, when it can be trusted.
 ///
 /// `finishedAt - startedAt` at full precision when both are present and in order; otherwise, when a
 /// timestamp is absent, Hatchet's `duration` (ms) if it lies within a year; otherwise none.
-pub fn run_duration_seconds(run: &V1WorkflowRun<'_>) -> Option<f64> {
-    match (run.started_at, run.finished_at) {
-        (Some(started), Some(finished)) => seconds_between(&started, &finished),
-        _ => run
-            .duration
+pub fn run_duration_seconds(times: &RunTimes) -> Option<f64> {
+    trusted_duration_seconds(times).ok().flatten()
+}
+
+/// As [`run_duration_seconds`], but saying when both timestamps were there and a year or more
+/// apart: that is worth counting, while Hatchet's saturated `duration` is routine.
+fn trusted_duration_seconds(times: &RunTimes) -> Result<Option<f64>, Implausible> {
+    match (times.started, times.finished) {
+        (Some(started), Some(finished)) => match seconds_between(&started, &finished) {
+            Some(seconds) if seconds > MAX_TRUSTED_DURATION_MS as f64 / 1000.0 => Err(Implausible),
+            seconds => Ok(seconds),
+        },
+        _ => Ok(times
+            .duration_ms
             .filter(|ms| (0..=MAX_TRUSTED_DURATION_MS).contains(ms))
-            .map(|ms| ms as f64 / 1000.0),
+            .map(|ms| ms as f64 / 1000.0)),
     }
 }
 
 /// How long the run waited to start: from its `createdAt` (`metadata.createdAt` when absent) to
 /// `startedAt` (of the latest attempt, after retries). `None` when it never started or the
 /// timestamps are out of order.
-pub fn queue_wait_seconds(run: &V1WorkflowRun<'_>) -> Option<f64> {
-    let created = run.created_at.unwrap_or(run.metadata.created_at);
+pub fn queue_wait_seconds(times: &RunTimes) -> Option<f64> {
     // Trusted up to a year, like `duration`: a zero-time `metadata.createdAt` must not observe
     // two thousand years.
-    seconds_between(&created, &run.started_at?).filter(|s| *s <= MAX_TRUSTED_DURATION_MS as f64 / 1000.0)
+    seconds_between(&times.created?, &times.started?).filter(|s| *s <= MAX_TRUSTED_DURATION_MS as f64 / 1000.0)
 }
 
 fn seconds_between(started: &Timestamp, finished: &Timestamp) -> Option<f64> {

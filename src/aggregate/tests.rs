@@ -1,5 +1,6 @@
 use super::*;
 use crate::decode::{decode, RunUpdate};
+use label_value::AlterationCounts;
 use serde_json::{json, Value};
 
 const S: i64 = 1_000_000_000;
@@ -20,6 +21,8 @@ fn settings() -> AggregateSettings {
             max_entries: 1000,
             max_age_nanos: 3600 * S,
         },
+        // These tests run on a clock of their own (0, 1s, ...), far from their documents' dates.
+        timestamps: TimestampLimits::UNLIMITED,
         ..crate::config::Config::default().aggregate_settings()
     }
 }
@@ -141,7 +144,7 @@ fn a_dag_with_finished_at_but_still_running_counts_nothing() {
 
 #[test]
 fn durations_and_their_traps() {
-    let run = |fields: Value| run_duration_seconds(&update(&doc("r", WF_A, "COMPLETED", fields)).run);
+    let run = |fields: Value| run_duration_seconds(&RunTimes::of(&update(&doc("r", WF_A, "COMPLETED", fields)).run));
     let both = json!({"startedAt": "2026-08-22T14:03:11.690241Z", "finishedAt": "2026-08-22T14:03:14.127006Z", "duration": 2436});
     assert!(
         (run(both).unwrap() - 2.436765).abs() < 1e-9,
@@ -334,7 +337,7 @@ fn replay_runs_on_the_files_own_time() {
 
 #[test]
 fn queue_wait_from_created_at_to_started_at() {
-    let wait = |fields: Value| queue_wait_seconds(&update(&doc("r", WF_A, "COMPLETED", fields)).run);
+    let wait = |fields: Value| queue_wait_seconds(&RunTimes::of(&update(&doc("r", WF_A, "COMPLETED", fields)).run));
     // doc(): createdAt and metadata.createdAt are 14:00:00.
     assert_eq!(wait(json!({"startedAt": "2026-08-22T14:00:01.5Z"})), Some(1.5));
     assert_eq!(
@@ -492,4 +495,121 @@ fn floods_of_ids_sharing_a_name_or_of_tenants_stay_bounded() {
             (true, "__overflow__".to_string(), 5_000)
         ]
     );
+}
+
+fn with_default_timestamp_limits() -> AggregateSettings {
+    AggregateSettings {
+        timestamps: crate::config::Config::default().aggregate_settings().timestamps,
+        ..settings()
+    }
+}
+
+#[test]
+fn timestamps_far_from_the_wall_clock_are_not_believed_and_are_counted() {
+    let mut agg = Aggregator::new(with_default_timestamp_limits(), Clock::Wall);
+    let now = at("2026-08-22T14:00:00Z");
+    let far_future = finished("a", WF_A, "COMPLETED", "2026-08-22T13:59:00Z", "9999-12-31T23:59:59Z");
+    let far_past = finished("b", WF_A, "COMPLETED", "0000-01-01T00:00:00Z", "2026-08-22T13:59:00Z");
+    let unix_zero = finished("c", WF_A, "FAILED", "1970-01-01T00:00:00Z", "2026-08-22T13:59:00Z");
+    for doc in [&far_future, &far_past, &unix_zero] {
+        assert!(
+            matches!(
+                agg.apply(&update(doc), now),
+                Applied::Outcome {
+                    duration_seconds: None,
+                    ..
+                }
+            ),
+            "the outcome counts, without a duration: {doc}"
+        );
+    }
+    let s = stats(&agg, "DAGWorkflow");
+    assert_eq!(s.outcomes[0].runs + s.outcomes[1].runs, 3);
+    assert_eq!(s.outcomes[0].duration.count, 0);
+    assert_eq!(s.outcomes[0].duration.sum, 0.0, "no millennia in the _sum");
+    assert!(s.duration_windows.iter().all(|w| w.summary(now, &[0.5]).is_none()));
+    assert_eq!(
+        agg.implausible,
+        ImplausibleCounts {
+            started_at: 2,
+            finished_at: 1,
+            created_at: 0,
+            duration: 0
+        }
+    );
+    // Within the limits: believed.
+    let fine = finished("d", WF_A, "COMPLETED", "2026-08-22T13:59:00Z", "2026-08-22T14:05:00Z");
+    assert!(matches!(
+        agg.apply(&update(&fine), now),
+        Applied::Outcome {
+            duration_seconds: Some(360.0),
+            ..
+        }
+    ));
+    assert_eq!(agg.implausible.finished_at, 1);
+}
+
+#[test]
+fn a_running_run_started_long_ago_does_not_pin_the_oldest_running_age() {
+    let mut agg = Aggregator::new(with_default_timestamp_limits(), Clock::Wall);
+    let now = at("2026-08-22T14:00:00Z");
+    let ancient = doc("r", WF_A, "RUNNING", json!({"startedAt": "1970-01-01T00:00:00Z"}));
+    agg.apply(&update(&ancient), now);
+    assert_eq!(agg.lifecycle().oldest_running().iter().flatten().count(), 0);
+    assert_eq!(agg.implausible.started_at, 1);
+}
+
+#[test]
+fn replay_believes_old_timestamps_but_not_durations_over_a_year() {
+    let mut agg = Aggregator::new(with_default_timestamp_limits(), Clock::Replay);
+    let now = at("2026-08-22T14:00:00Z");
+    let old = finished("a", WF_A, "COMPLETED", "2001-01-01T00:00:00Z", "2001-01-01T00:00:02Z");
+    assert!(matches!(
+        agg.apply(&update(&old), now),
+        Applied::Outcome {
+            duration_seconds: Some(2.0),
+            ..
+        }
+    ));
+    let long = finished("b", WF_A, "COMPLETED", "0000-01-01T00:00:00Z", "2001-01-01T00:00:02Z");
+    assert!(matches!(
+        agg.apply(&update(&long), now),
+        Applied::Outcome {
+            duration_seconds: None,
+            ..
+        }
+    ));
+    assert_eq!(agg.implausible.duration + agg.implausible.started_at, 1);
+    let ahead = finished("c", WF_A, "COMPLETED", "2001-01-01T00:00:00Z", "9999-01-01T00:00:00Z");
+    agg.apply(&update(&ahead), now);
+    assert_eq!(
+        agg.implausible.finished_at, 1,
+        "nothing in a file lies ahead of the wall clock"
+    );
+    assert_eq!(agg.latest_finished_nanos(), Some(at("2001-01-01T00:00:02Z")));
+}
+
+#[test]
+fn workflow_names_from_messages_become_safe_bounded_label_values() {
+    let mut agg = Aggregator::new(settings(), Clock::Wall);
+    let huge = format!("{}-1787407391482", "n".repeat(1 << 16));
+    let other = format!("{}m-1787407391482", "n".repeat((1 << 16) - 1));
+    agg.apply(&update(&doc("r1", WF_A, "QUEUED", json!({"displayName": huge}))), 0);
+    agg.apply(&update(&doc("r2", WF_B, "QUEUED", json!({"displayName": other}))), 0);
+    let wf_c = "5c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+    agg.apply(
+        &update(&doc(
+            "r3",
+            wf_c,
+            "QUEUED",
+            json!({"displayName": "bad\r\nname\u{2028}-1"}),
+        )),
+        0,
+    );
+    let mut names: Vec<_> = agg.series().map(|s| s.workflow.clone()).collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "long names that differ stay two series: {names:?}");
+    assert!(names.iter().all(|n| n.len() <= 128));
+    assert!(names.contains(&"bad\u{FFFD}\u{FFFD}name\u{FFFD}".to_string()));
+    assert_eq!(agg.workflow_names_altered, AlterationCounts { cut: 2, replaced: 1 });
 }

@@ -6,10 +6,12 @@
 
 pub mod http;
 
+use crate::aggregate::label_value::AlterationCounts;
 use crate::aggregate::lifecycle::InFlight;
 use crate::aggregate::quantile_window::WindowSummary;
 use crate::aggregate::{
-    Aggregator, DurationHistogram, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES, OVERFLOW_TENANT, OVERFLOW_WORKFLOW,
+    Aggregator, DurationHistogram, ImplausibleCounts, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES, OVERFLOW_TENANT,
+    OVERFLOW_WORKFLOW,
 };
 use crate::decode::Uuid128;
 use crate::events::Telemetry;
@@ -63,6 +65,9 @@ pub struct Snapshot {
     tracked_workflows: usize,
     overflow_updates: u64,
     metadata_values_folded: u64,
+    /// `(label, altered values)`: `workflow`, then each metadata label.
+    label_values_altered: Vec<(String, AlterationCounts)>,
+    implausible: ImplausibleCounts,
     expired_workflows: u64,
     forgotten_at_cap: u64,
     forgotten_by_age: u64,
@@ -152,6 +157,13 @@ impl Snapshot {
             tracked_workflows: aggregator.tracked_workflows(),
             overflow_updates: aggregator.folded_updates,
             metadata_values_folded: aggregator.metadata_labels().folded,
+            label_values_altered: std::iter::once(("workflow".to_string(), aggregator.workflow_names_altered))
+                .chain(
+                    (aggregator.metadata_labels().names().iter().cloned())
+                        .zip(aggregator.metadata_labels().altered.iter().copied()),
+                )
+                .collect(),
+            implausible: aggregator.implausible,
             expired_workflows: aggregator.expired_series,
             forgotten_at_cap: memory.forgotten_at_cap,
             forgotten_by_age: memory.forgotten_by_age,
@@ -304,6 +316,26 @@ impl Snapshot {
             "",
             self.metadata_values_folded as f64,
         );
+        header(out, "hatchet_run_metrics_label_values_altered_total", "counter", "Distinct label values from messages altered to be label values, by label and why: too_long (cut to metrics.max_label_value_bytes, with a hash) or control_characters (replaced by U+FFFD).");
+        for (label, counts) in &self.label_values_altered {
+            for (why, count) in [("too_long", counts.cut), ("control_characters", counts.replaced)] {
+                sample(
+                    out,
+                    "hatchet_run_metrics_label_values_altered_total",
+                    &format!("label=\"{}\",why=\"{why}\"", escape_label(label)),
+                    count as f64,
+                );
+            }
+        }
+        header(out, "hatchet_run_metrics_implausible_values_total", "counter", "Values of updates not believed, by field: timestamps beyond metrics.timestamp_max_ahead or timestamp_max_age of the wall clock (taken as absent), durations over a year (not observed).");
+        for (field, count) in self.implausible.by_field() {
+            sample(
+                out,
+                "hatchet_run_metrics_implausible_values_total",
+                &format!("field=\"{field}\""),
+                count as f64,
+            );
+        }
         header(
             out,
             "hatchet_run_metrics_workflows_tracked",

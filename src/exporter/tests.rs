@@ -22,6 +22,8 @@ fn aggregator(names: &[(&str, &str)]) -> Aggregator {
                 max_entries: 100,
                 max_age_nanos: 3600 * S,
             },
+            // Processed at time 0, far from the documents' dates.
+            timestamps: crate::aggregate::TimestampLimits::UNLIMITED,
             ..crate::config::Config::default().aggregate_settings()
         },
         Clock::Replay,
@@ -109,6 +111,8 @@ fn metadata_labels_on_outcomes_and_durations_only() {
             duration_buckets_seconds: vec![1.0],
             metadata_labels: vec!["customer_tier".into()],
             metadata_label_max_values: 2,
+            // Processed at time 0, far from the documents' dates.
+            timestamps: crate::aggregate::TimestampLimits::UNLIMITED,
             ..crate::config::Config::default().aggregate_settings()
         },
         Clock::Replay,
