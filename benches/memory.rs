@@ -9,13 +9,25 @@
 //!    Then the same with `metrics.queue_wait_quantiles = true` and queue waits from 1 ms to
 //!    about 15 minutes, to show what the queue-wait windows add.
 //! 3. Run tracking with 1,000,000 runs in flight, and the cost of its oldest-running scan.
+//! 4. `sizing`: the estimate `check-config` prints, against a flood that fills every cap of a
+//!    small config (100 workflows, each in a tenant of its own with an overflow series, names at
+//!    the length cap, every quantile-window slot holding every octave of durations, the outcome
+//!    memory and run tracking full, a threshold state per series, and the pages the HTTP layer
+//!    may hold rendered at once); and the service's resident size at rest, from the release
+//!    binary when it is built.
 
 use hatchet_run_metrics::aggregate::lifecycle::{LifecycleLimits, RunLifecycle};
 use hatchet_run_metrics::aggregate::outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits};
 use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::Config;
 use hatchet_run_metrics::decode::{decode, RunKey};
+use hatchet_run_metrics::events::{MessageOrigin, Telemetry};
+use hatchet_run_metrics::exporter::{exposition, WindowEnd};
 use hatchet_run_metrics::model::V1TaskStatus;
+use hatchet_run_metrics::pipeline::Pipeline;
+use hatchet_run_metrics::sizing;
+use hatchet_run_metrics::thresholds::evaluate::ThresholdEvaluator;
+use std::sync::Arc;
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -37,9 +49,11 @@ fn main() {
         Ok("workflows") => active_workflows(false),
         Ok("workflows-queue") => active_workflows(true),
         Ok("runs") => runs_in_flight(),
+        Ok("sizing") => flood_every_cap(),
+        Ok("at-rest") => service_at_rest(),
         _ => {
             let exe = std::env::current_exe().expect("own executable");
-            for phase in ["outcomes", "workflows", "workflows-queue", "runs"] {
+            for phase in ["outcomes", "workflows", "workflows-queue", "runs", "sizing", "at-rest"] {
                 let status = std::process::Command::new(&exe).env("HRM_MEMORY_PHASE", phase).status();
                 assert!(status.is_ok_and(|s| s.success()), "phase {phase} failed");
             }
@@ -169,5 +183,149 @@ fn runs_in_flight() {
         (full - before) as f64 / N as f64,
         observe.as_nanos() as f64 / N as f64,
         scan
+    );
+}
+
+/// The flood's config: small caps, so that filling every one of them takes seconds.
+const SIZING_CONFIG: &str = "[metrics]\nmax_workflows = 100\n[outcomes]\nmax_remembered = 200000\n\
+[runs]\nmax_tracked = 200000\n[thresholds.default.runs_in_flight]\nmax = 100000\n";
+
+fn uuid(prefix: u32, n: u64) -> String {
+    format!("{prefix:08x}-0000-4000-8000-{n:012x}")
+}
+
+fn flood_every_cap() {
+    let config = Config::parse(SIZING_CONFIG, "sizing").expect("valid config");
+    let estimate = sizing::worst_case(&config);
+    let now = chrono::Utc::now();
+    let now_nanos = now.timestamp_nanos_opt().unwrap_or(0);
+    let before = rss_bytes();
+    let pipeline = Pipeline::new(
+        Aggregator::new(config.aggregate_settings(), Clock::Wall),
+        Arc::new(Telemetry::new(0)),
+        config.kafka.max_message_bytes,
+    );
+    *pipeline.thresholds() = ThresholdEvaluator::new(
+        config.load_thresholds().expect("valid thresholds"),
+        config.thresholds.evaluation_interval,
+    );
+    let workflows = config.metrics.max_workflows as u64;
+    let name = "n".repeat(config.metrics.max_label_value_bytes + 20);
+    let origin = MessageOrigin::File { path: "flood", line: 0 };
+    let mut sent = 0u64;
+    // Series: each workflow in a tenant of its own; then a second workflow per tenant (its
+    // tenant's overflow series) and one of an unknown tenant (the overflow tenant's).
+    let series: Vec<(String, String)> = (0..workflows)
+        .map(|w| (uuid(1, w), uuid(2, w)))
+        .chain((0..workflows).map(|w| (uuid(1, w), uuid(3, w))))
+        .chain([(uuid(4, 0), uuid(5, 0))])
+        .collect();
+    for (s, (tenant, workflow)) in series.iter().enumerate() {
+        // Every slot of both windows (5m: 25 s slots, 1h: 300 s), every octave of durations from
+        // 1 ns to a year, 16 times (so every chunk's counters are bytes, not nibbles).
+        for slot_nanos in [25_000_000_000i64, 300_000_000_000] {
+            for slot in 0..12i64 {
+                let finished = now - chrono::Duration::nanoseconds(slot * slot_nanos + 1_000_000_000);
+                for chunk in 0..49u32 {
+                    let duration = match chunk {
+                        0 => 100i64,
+                        1 => 200,
+                        c => 3i64 << (c + 5),
+                    };
+                    let started = finished - chrono::Duration::nanoseconds(duration);
+                    for _ in 0..16 {
+                        sent += 1;
+                        let doc = format!(
+                            r#"{{"metadata":{{"id":"{id}","createdAt":"{c}","updatedAt":"{c}"}},"status":"COMPLETED","tenantId":"{tenant}","workflowId":"{workflow}","displayName":"{name}{s}-1787407391482","startedAt":"{st}","finishedAt":"{f}"}}"#,
+                            id = uuid(6, sent),
+                            c = started.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                            st = started.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                            f = finished.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                        );
+                        pipeline
+                            .process(Some(doc.as_bytes()), &origin, now_nanos)
+                            .expect("valid document");
+                    }
+                }
+            }
+        }
+    }
+    pipeline.evaluate_thresholds(now_nanos);
+    let flooded = rss_bytes();
+    let pages: Vec<String> = (0..sizing::PAGES_HELD)
+        .map(|_| exposition(&pipeline, WindowEnd::At(now_nanos)))
+        .collect();
+    let rendered = rss_bytes();
+    let (series_count, windows, tracked, remembered) = {
+        let agg = pipeline.aggregator();
+        let windows: usize = agg
+            .series()
+            .map(|s| s.duration_windows.iter().map(|w| w.heap_bytes()).sum::<usize>())
+            .sum();
+        (
+            agg.series().count(),
+            windows,
+            agg.lifecycle().len(),
+            agg.outcome_memory().len(),
+        )
+    };
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let measured = rendered - before;
+    let term = |what: &str| estimate.terms.iter().find(|t| t.what == what).map_or(0, |t| t.bytes);
+    // What a flood inside this process can reach: everything but the process at rest, the Kafka
+    // client's buffers and a message being decoded.
+    let estimated =
+        estimate.total_bytes() - term("process at rest") - term("Kafka client buffers") - term("message being decoded");
+    println!(
+        "sizing flood: {sent} outcomes into {series_count} series ({remembered} remembered, {tracked} tracked); \
+         quantile windows {:.0} B each; pages {:.1} MiB each",
+        windows as f64 / (series_count as f64 * 2.0),
+        mib(pages.first().map_or(0, |p| p.len()) as u64),
+    );
+    println!(
+        "sizing flood: resident +{:.1} MiB after the flood, +{:.1} MiB with {} pages held; estimate for the same \
+         terms {:.1} MiB: measured/estimate = {:.2}",
+        mib(flooded - before),
+        mib(measured),
+        pages.len(),
+        mib(estimated),
+        measured as f64 / estimated as f64
+    );
+    print!("{}", estimate.render());
+}
+
+/// The release binary's resident size at rest: running, its Kafka client trying a broker that
+/// is not there, nothing consumed.
+fn service_at_rest() {
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/hatchet-run-metrics");
+    if !binary.exists() {
+        println!("at rest: build the release binary first (cargo build --release) to measure it");
+        return;
+    }
+    let Ok(mut child) = std::process::Command::new(&binary)
+        .arg("run")
+        .env("HATCHET_RUN_METRICS_BROKERS", "127.0.0.1:1")
+        .env("HATCHET_RUN_METRICS_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "off")
+        .env_remove("HATCHET_RUN_METRICS_CONFIG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        println!("at rest: could not start {}", binary.display());
+        return;
+    };
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "at rest: the service runs in {:.1} MiB resident (sizing::BASE_BYTES says {:.1} MiB)",
+        rss_kb as f64 / 1024.0,
+        sizing::BASE_BYTES as f64 / (1024.0 * 1024.0)
     );
 }

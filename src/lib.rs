@@ -23,6 +23,7 @@
 //!   endpoints (`/metrics`, `/healthz`, `/readyz`).
 //! - [`events`]: every observable event of the service itself, logging and counting together.
 //! - [`config`]: the TOML config, its defaults and validation.
+//! - [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).
 //! - [`reload`]: the thresholds applied again on SIGHUP or a changed file, without a restart.
 //! - [`produce`] and [`synthetic`]: sending files or simulated traffic to a topic, for the demo,
 //!   the tests and the benchmarks.
@@ -39,6 +40,7 @@ pub mod model;
 pub mod pipeline;
 pub mod produce;
 pub mod reload;
+pub mod sizing;
 pub mod source;
 pub mod synthetic;
 pub mod thresholds;

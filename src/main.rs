@@ -10,6 +10,7 @@ use hatchet_run_metrics::exporter::{self, http, WindowEnd};
 use hatchet_run_metrics::pipeline::{now_nanos, Pipeline};
 use hatchet_run_metrics::produce::{self, ProduceTarget};
 use hatchet_run_metrics::reload::{self, ConfigWatch};
+use hatchet_run_metrics::sizing;
 use hatchet_run_metrics::source::{file, kafka};
 use hatchet_run_metrics::synthetic::TrafficProfile;
 use hatchet_run_metrics::thresholds::{self, evaluate::ThresholdEvaluator};
@@ -141,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     None => "from [thresholds]".to_string(),
                 }
             );
+            print!("{}", sizing::worst_case(&config).render());
             Ok(())
         }
         Command::Rules { output } => {

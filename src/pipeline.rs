@@ -7,6 +7,7 @@ use crate::events::{
     DuplicateOutcome, MessageOrigin, MessageRejected, Telemetry, ThresholdTransitioned, ThresholdsEvaluated,
 };
 use crate::thresholds::evaluate::ThresholdEvaluator;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Clone)]
@@ -16,6 +17,9 @@ pub struct Pipeline {
     /// The thresholds' states, read from the aggregation on an interval (none until set).
     thresholds: Arc<Mutex<ThresholdEvaluator>>,
     max_message_bytes: usize,
+    /// The last rendered page's length: the next page is allocated at about that size at once,
+    /// rather than grown by doubling (which leaves up to half of it unused, and resident).
+    page_bytes: Arc<AtomicUsize>,
 }
 
 impl Pipeline {
@@ -25,6 +29,7 @@ impl Pipeline {
             telemetry,
             thresholds: Arc::default(),
             max_message_bytes,
+            page_bytes: Arc::default(),
         }
     }
 
@@ -86,6 +91,17 @@ impl Pipeline {
     /// the other way round.
     pub fn thresholds(&self) -> MutexGuard<'_, ThresholdEvaluator> {
         self.thresholds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How much to allocate for the next page: the last page's length and a sixteenth more.
+    pub fn page_capacity(&self) -> usize {
+        let last = self.page_bytes.load(Ordering::Relaxed);
+        (last + last / 16).max(64 * 1024)
+    }
+
+    /// Records a rendered page's length for [`Pipeline::page_capacity`].
+    pub fn page_rendered(&self, bytes: usize) {
+        self.page_bytes.store(bytes, Ordering::Relaxed);
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {

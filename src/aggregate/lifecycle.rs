@@ -120,6 +120,11 @@ pub struct InFlight {
     pub running: u64,
 }
 
+/// Bytes of one tracked run's slot (its map entry aside), for [`crate::sizing`].
+pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+/// Bytes of one map entry from a run key to its slot.
+pub const MAP_ENTRY_BYTES: usize = std::mem::size_of::<([u32; 4], u32)>();
+
 /// Per-run state of every run seen recently, in bounded memory.
 #[derive(Debug)]
 pub struct RunLifecycle {

@@ -40,6 +40,11 @@ pub struct OutcomeMemoryLimits {
 /// A redelivery of an outcome that was already forgotten (older than `max_age`, or pushed out at
 /// `max_entries`) counts again; `forgotten_at_cap` makes the second case visible, since it means
 /// the cap is too small for the traffic.
+/// Bytes of one remembered outcome in the set, and in the order of forgetting, for
+/// [`crate::sizing`].
+pub const SET_ENTRY_BYTES: usize = std::mem::size_of::<OutcomeKey>();
+pub const ORDER_ENTRY_BYTES: usize = std::mem::size_of::<(i64, OutcomeKey)>();
+
 #[derive(Debug)]
 pub struct OutcomeMemory {
     limits: OutcomeMemoryLimits,

@@ -469,10 +469,11 @@ pub fn exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
         }
         Snapshot::take(&aggregator, end)
     };
-    let mut out = String::with_capacity(64 * 1024);
+    let mut out = String::with_capacity(pipeline.page_capacity());
     snapshot.render(&mut out);
     pipeline.thresholds().render(&mut out);
     append_registry(&mut out, pipeline.telemetry());
+    pipeline.page_rendered(out.len());
     out
 }
 

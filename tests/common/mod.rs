@@ -237,6 +237,11 @@ impl Service {
         service
     }
 
+    /// The process id (to read its resident size, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The config file it runs with (a test may edit it to exercise reloads).
     pub fn config_path(&self) -> &Path {
         &self._config.0

@@ -1,0 +1,355 @@
+//! The most resident memory a config lets the service reach: what `check-config` prints, term
+//! by term, each with the measured figure behind it, so that a memory limit can be set from the
+//! caps rather than found by being OOM-killed.
+//!
+//! Every term is a cap of the config times a cost per item. The costs per item are measured by
+//! `cargo bench --bench memory` (its `sizing` phase floods an aggregation until every cap is full,
+//! renders the pages the HTTP layer may hold at once, and compares the resident size with this
+//! estimate); the figures below are from that benchmark on a 64-bit Linux build.
+//!
+//! What the estimate assumes, where the caps alone do not bound the memory:
+//! - every workflow name and metadata value is as long as `metrics.max_label_value_bytes`;
+//! - every series exists that the caps allow: `metrics.max_workflows` workflows, each in a tenant
+//!   of its own and so with an overflow series of its own once the cap is reached;
+//! - every quantile window is as full as the widest spread of durations measured (log-uniform from
+//!   1 µs to 4 weeks, 46 KiB a window); a spread over more octaves than that costs more;
+//! - the Kafka client holds as much prefetched data as `queued.max.messages.kbytes` allows, plus
+//!   one fetch response of `fetch.max.bytes`;
+//! - [`PAGES_HELD`] rendered pages are alive at once (the HTTP layer shares pages between clients
+//!   and bounds how many distinct ones live).
+//!
+//! Pure arithmetic: no I/O, nothing measured at run time.
+
+use crate::aggregate::{lifecycle, outcome_memory};
+use crate::config::Config;
+use crate::thresholds::ThresholdKind;
+
+/// Resident size of the running service with no workflow, outcome or run yet: the binary, the
+/// async runtime, the Kafka client's threads and buffers at rest, the HTTP server (measured by
+/// the benchmark: 9.9 MiB with no broker to talk to; connected, its buffers add a few MiB).
+pub const BASE_BYTES: u64 = 16 << 20;
+/// One series without its windows, metadata rows or histogram buckets: the maps that find it,
+/// its name, its counters and the lifecycle's per-series counts.
+pub const SERIES_BYTES: u64 = 1_400;
+/// One histogram bucket of one status of one series (a `u64` per bucket, 3 statuses).
+pub const BUCKET_BYTES: u64 = 3 * 8;
+/// One failure-ratio window of one series: 60 slots.
+pub const FAILURE_WINDOW_BYTES: u64 = 1_000;
+/// One quantile window (a status × window, or a queue-wait window) of one series, full: every one
+/// of its 12 slots holding every octave of durations from 1 ns to a year, each as bytes. Its
+/// chunks take 90,176 bytes; resident, with the allocator's headers and the smaller chunks each
+/// outgrew left free, about 131,000 (both measured by the benchmark's flood).
+pub const QUANTILE_WINDOW_BYTES: u64 = 131_000;
+/// One metadata-label combination of one series, besides its histogram buckets.
+pub const METADATA_ROW_BYTES: u64 = 120;
+/// One threshold state of one series (a kind judged for a workflow), besides its label text.
+pub const THRESHOLD_STATE_BYTES: u64 = 160;
+/// One line of the exposition, besides the workflow name and metadata values in it: the metric
+/// name, the tenant id and the other labels, the value (measured by the benchmark's flood: 203
+/// bytes a line on average with the default buckets and 128-byte names).
+pub const LINE_BYTES: u64 = 76;
+/// Rendered pages alive at once: two held by slow clients and one being rendered.
+pub const PAGES_HELD: u64 = 3;
+/// librdkafka's defaults for what the consumer may hold: `queued.max.messages.kbytes` (KiB) and
+/// `fetch.max.bytes`.
+const DEFAULT_QUEUED_KBYTES: u64 = 65_536;
+const DEFAULT_FETCH_MAX_BYTES: u64 = 52_428_800;
+
+/// One term of the estimate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Term {
+    pub what: &'static str,
+    pub bytes: u64,
+    /// How it is computed, with the figures behind it.
+    pub how: String,
+}
+
+/// The worst-case resident size of a config, term by term.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryEstimate {
+    pub terms: Vec<Term>,
+}
+
+impl MemoryEstimate {
+    pub fn total_bytes(&self) -> u64 {
+        self.terms.iter().map(|t| t.bytes).sum()
+    }
+
+    /// The resident size without the Kafka client's buffers (what an aggregation alone reaches,
+    /// as the benchmark measures it).
+    pub fn without_kafka_bytes(&self) -> u64 {
+        self.terms.iter().filter(|t| t.what != KAFKA).map(|t| t.bytes).sum()
+    }
+
+    /// For `check-config`: one line a term, then the total.
+    pub fn render(&self) -> String {
+        let mut out = String::from("worst-case resident memory the configured caps allow:\n");
+        for term in &self.terms {
+            out.push_str(&format!("  {:>9}  {:<24} {}\n", mib(term.bytes), term.what, term.how));
+        }
+        out.push_str(&format!(
+            "  {:>9}  in all: set the container's memory limit at least this high (or lower the caps)\n",
+            mib(self.total_bytes())
+        ));
+        out
+    }
+}
+
+const KAFKA: &str = "Kafka client buffers";
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Lines a series can have on the page, and the workflow-name and metadata-value bytes in each.
+struct SeriesLines {
+    lines: u64,
+    /// Lines that carry the metadata labels (the outcome counter and duration histogram).
+    metadata_lines: u64,
+}
+
+fn series_lines(config: &Config, threshold_kinds: u64) -> SeriesLines {
+    let m = &config.metrics;
+    let rows = 3 * metadata_rows(config);
+    let buckets = m.duration_buckets_seconds.len() as u64 + 1;
+    let queue_buckets = m.queue_buckets_seconds.len() as u64 + 1;
+    let quantile_windows = quantile_windows(config);
+    let per_summary = m.quantiles.len() as u64 + 2;
+    let metadata_lines = rows + rows * (buckets + 2);
+    let lines = metadata_lines
+        + 3 * (queue_buckets + 2)
+        + m.quantile_statuses.len() as u64 * quantile_windows * per_summary
+        + u64::from(m.queue_wait_quantiles) * quantile_windows * per_summary
+        + m.failure_ratio_windows.len() as u64
+        + 2 // in flight, QUEUED and RUNNING
+        + 3 // oldest running, retries, replays
+        + 3 * threshold_kinds;
+    SeriesLines { lines, metadata_lines }
+}
+
+/// Metadata combinations a series may hold (1 without metadata labels).
+fn metadata_rows(config: &Config) -> u64 {
+    match config.metrics.metadata_labels.is_empty() {
+        true => 1,
+        false => config.metrics.metadata_label_max_values as u64 + 2,
+    }
+}
+
+fn quantile_windows(config: &Config) -> u64 {
+    (config.metrics.quantile_windows.as_ref())
+        .unwrap_or(&config.metrics.failure_ratio_windows)
+        .len() as u64
+}
+
+/// Kinds of threshold some rule judges: each adds a state and three lines per series.
+fn threshold_kinds(config: &Config) -> u64 {
+    let Ok(thresholds) = config.load_thresholds() else {
+        return 0;
+    };
+    ThresholdKind::ALL
+        .iter()
+        .filter(|kind| thresholds.rules.iter().any(|rule| rule.setting(**kind).is_some()))
+        .count() as u64
+}
+
+/// A librdkafka property as set in `kafka.properties`, else its default.
+fn kafka_property(config: &Config, key: &str, default: u64) -> u64 {
+    (config.kafka.properties.get(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// A hash table (`hashbrown`, behind std's and rustc-hash's maps) of `entries` entries at most,
+/// just grown: its buckets are a power of two at least 8/7 of the entries, each with a control
+/// byte.
+fn hash_table_bytes(entries: u64, entry_bytes: u64) -> u64 {
+    let buckets = match entries {
+        0..4 => 4,
+        4..8 => 8,
+        n => (n * 8 / 7).next_power_of_two(),
+    };
+    buckets * (entry_bytes + 1) + 16
+}
+
+/// A `Vec` or `VecDeque` of `entries` at most, grown by doubling.
+fn ring_bytes(entries: u64, entry_bytes: u64) -> u64 {
+    entries.next_power_of_two() * entry_bytes
+}
+
+/// The estimate for `config` (valid: `Config::load` accepted it).
+pub fn worst_case(config: &Config) -> MemoryEstimate {
+    let m = &config.metrics;
+    let label = m.max_label_value_bytes as u64;
+    let workflows = m.max_workflows as u64;
+    // Each workflow in a tenant of its own, each tenant with an overflow series, and the one
+    // overflow tenant.
+    let series = 2 * workflows + 1;
+    let kinds = threshold_kinds(config);
+    let rows = metadata_rows(config);
+    let buckets = (m.duration_buckets_seconds.len() + m.queue_buckets_seconds.len() + 2) as u64;
+    let windows = (m.quantile_statuses.len() as u64 + u64::from(m.queue_wait_quantiles)) * quantile_windows(config);
+    let metadata_labels = m.metadata_labels.len() as u64;
+    let per_series = SERIES_BYTES
+        + label
+        + BUCKET_BYTES * buckets
+        + FAILURE_WINDOW_BYTES * m.failure_ratio_windows.len() as u64
+        + QUANTILE_WINDOW_BYTES * windows
+        + match metadata_labels {
+            0 => 0,
+            _ => rows * (METADATA_ROW_BYTES + BUCKET_BYTES * (m.duration_buckets_seconds.len() as u64 + 1)),
+        }
+        + kinds * (THRESHOLD_STATE_BYTES + label);
+    let lines = series_lines(config, kinds);
+    let page = series * (lines.lines * (LINE_BYTES + label) + lines.metadata_lines * metadata_labels * (label + 16));
+    // A render copies the histograms (not the windows) into a snapshot besides the page.
+    let snapshot = series * (BUCKET_BYTES * buckets * rows + SERIES_BYTES);
+    let queued = kafka_property(config, "queued.max.messages.kbytes", DEFAULT_QUEUED_KBYTES) * 1024;
+    let fetch = kafka_property(config, "fetch.max.bytes", DEFAULT_FETCH_MAX_BYTES);
+    let message = config.kafka.max_message_bytes as u64;
+    let outcomes = hash_table_bytes(
+        config.outcomes.max_remembered as u64,
+        outcome_memory::SET_ENTRY_BYTES as u64,
+    ) + ring_bytes(
+        config.outcomes.max_remembered as u64 + 1,
+        outcome_memory::ORDER_ENTRY_BYTES as u64,
+    );
+    let runs = hash_table_bytes(config.runs.max_tracked as u64, lifecycle::MAP_ENTRY_BYTES as u64)
+        + ring_bytes(config.runs.max_tracked as u64, lifecycle::SLOT_BYTES as u64);
+    let terms = vec![
+        Term {
+            what: "process at rest",
+            bytes: BASE_BYTES,
+            how: "runtime, Kafka client and HTTP server with nothing tracked (measured)".into(),
+        },
+        Term {
+            what: KAFKA,
+            bytes: queued + fetch,
+            how: format!(
+                "queued.max.messages.kbytes ({} KiB) + fetch.max.bytes ({} B) of prefetched messages",
+                queued / 1024,
+                fetch
+            ),
+        },
+        Term {
+            what: "message being decoded",
+            bytes: 2 * message,
+            how: format!(
+                "2 x kafka.max_message_bytes ({message}): a message and the second look that explains its rejection"
+            ),
+        },
+        Term {
+            what: "remembered outcomes",
+            bytes: outcomes,
+            how: format!(
+                "outcomes.max_remembered ({}): a hash set and a ring of them, {} B each at most",
+                config.outcomes.max_remembered,
+                outcomes / (config.outcomes.max_remembered as u64).max(1)
+            ),
+        },
+        Term {
+            what: "tracked runs",
+            bytes: runs,
+            how: format!(
+                "runs.max_tracked ({}): a hash map and a slab of them, {} B each at most",
+                config.runs.max_tracked,
+                runs / (config.runs.max_tracked as u64).max(1)
+            ),
+        },
+        Term {
+            what: "workflow series",
+            bytes: series * per_series,
+            how: format!(
+                "{series} series (2 x metrics.max_workflows + 1: each workflow's and its tenant's overflow) x {per_series} B \
+                 ({windows} quantile windows x {QUANTILE_WINDOW_BYTES} B, {buckets} buckets, names of {label} B{})",
+                match kinds {
+                    0 => String::new(),
+                    k => format!(", {k} threshold kinds"),
+                }
+            ),
+        },
+        Term {
+            what: "metadata label values",
+            bytes: metadata_labels * m.metadata_label_max_values as u64 * (2 * label + 64),
+            how: format!(
+                "{metadata_labels} labels x metrics.metadata_label_max_values ({}) x (2 x {label} + 64) B",
+                m.metadata_label_max_values
+            ),
+        },
+        Term {
+            what: "/metrics pages",
+            bytes: PAGES_HELD * page + snapshot,
+            how: format!(
+                "{PAGES_HELD} pages alive x {} MiB ({} lines of {} B or more per series), and one snapshot",
+                page >> 20,
+                lines.lines,
+                LINE_BYTES + label
+            ),
+        },
+    ];
+    MemoryEstimate { terms }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn total(text: &str) -> u64 {
+        worst_case(&Config::parse(text, "test").expect("valid config")).total_bytes()
+    }
+
+    #[test]
+    fn every_cap_moves_the_estimate_the_way_it_should() {
+        let base = total("");
+        for (text, what) in [
+            ("[metrics]\nmax_workflows = 20000", "more workflows"),
+            ("[outcomes]\nmax_remembered = 2000000", "more outcomes"),
+            ("[runs]\nmax_tracked = 2000000", "more runs"),
+            ("[metrics]\nmax_label_value_bytes = 1024", "longer names"),
+            ("[metrics]\nqueue_wait_quantiles = true", "queue-wait windows"),
+            (
+                "[metrics]\nquantile_statuses = [\"COMPLETED\", \"FAILED\"]",
+                "more quantile statuses",
+            ),
+            ("[metrics]\nmetadata_labels = [\"tier\"]", "metadata labels"),
+            ("[kafka]\nmax_message_bytes = 104857600", "larger messages"),
+            (
+                "[kafka.properties]\n\"queued.max.messages.kbytes\" = \"1000000\"",
+                "a larger prefetch queue",
+            ),
+            ("[thresholds.default.runs_in_flight]\nmax = 10", "a threshold kind"),
+        ] {
+            assert!(total(text) > base, "{what} should cost more");
+        }
+        assert!(total("[metrics]\nmax_workflows = 100") < base);
+        assert!(total("[kafka.properties]\n\"queued.max.messages.kbytes\" = \"1024\"") < base);
+    }
+
+    #[test]
+    fn the_workflow_terms_scale_with_the_workflow_cap() {
+        let series = |text: &str| {
+            let estimate = worst_case(&Config::parse(text, "test").expect("valid config"));
+            let term = |what: &str| estimate.terms.iter().find(|t| t.what == what).map_or(0, |t| t.bytes);
+            term("workflow series") + term("/metrics pages")
+        };
+        let one = series("[metrics]\nmax_workflows = 1000");
+        let ten = series("[metrics]\nmax_workflows = 10000");
+        let ratio = ten as f64 / one as f64;
+        assert!((9.9..10.1).contains(&ratio), "{ratio}");
+    }
+
+    #[test]
+    fn the_printout_names_every_term_and_the_total() {
+        let text = worst_case(&Config::default()).render();
+        for what in [
+            "process at rest",
+            "Kafka client buffers",
+            "remembered outcomes",
+            "tracked runs",
+            "workflow series",
+            "/metrics pages",
+            "in all",
+        ] {
+            assert!(text.contains(what), "{what} missing from:\n{text}");
+        }
+    }
+}
