@@ -5,6 +5,7 @@
 //! outside it, so consumption is held up only for the copy.
 
 pub mod http;
+pub mod page;
 
 use crate::aggregate::lifecycle::InFlight;
 use crate::aggregate::quantile_window::WindowSummary;
