@@ -431,6 +431,14 @@ fn render_histogram<'a>(
 
 /// The whole exposition: workflow metrics, then the service's own.
 pub fn exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
+    let mut out = workflow_exposition(pipeline, end);
+    append_registry(&mut out, pipeline.telemetry());
+    out
+}
+
+/// The workflow metrics and thresholds: nearly all of a large exposition, and the part that
+/// `/metrics` shares between the scrapes of about the same time.
+pub fn workflow_exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
     let snapshot = {
         let mut aggregator = pipeline.aggregator();
         if let WindowEnd::At(now) = end {
@@ -441,7 +449,13 @@ pub fn exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
     let mut out = String::with_capacity(64 * 1024);
     snapshot.render(&mut out);
     pipeline.thresholds().render(&mut out);
-    append_registry(&mut out, pipeline.telemetry());
+    out
+}
+
+/// The service's own metrics from its registry: a few kilobytes, rendered for every scrape.
+pub fn service_exposition(telemetry: &Telemetry) -> String {
+    let mut out = String::new();
+    append_registry(&mut out, telemetry);
     out
 }
 
