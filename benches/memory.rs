@@ -252,7 +252,7 @@ fn flood_every_cap() {
     }
     pipeline.evaluate_thresholds(now_nanos);
     let flooded = rss_bytes();
-    let pages: Vec<String> = (0..sizing::PAGES_HELD)
+    let pages: Vec<String> = (0..config.http.max_pages)
         .map(|_| exposition(&pipeline, WindowEnd::At(now_nanos)))
         .collect();
     let rendered = rss_bytes();

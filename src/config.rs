@@ -74,9 +74,30 @@ pub struct KafkaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address of `/metrics`, `/healthz` and `/readyz`. Default `"0.0.0.0:9477"`.
-    /// Env: `HATCHET_RUN_METRICS_LISTEN`.
+    /// Address of `/metrics`, `/healthz` and `/readyz`. Default `"0.0.0.0:9477"`: every interface,
+    /// as a sidecar is scraped from outside its pod; narrow it to the one address Prometheus
+    /// reaches where you can. Env: `HATCHET_RUN_METRICS_LISTEN`.
     pub listen: SocketAddr,
+    /// At most this many connections are served at once; a further one is answered 503 and
+    /// closed (`hatchet_run_metrics_http_connections_refused_total`). The probes count too. Default 64.
+    pub max_connections: usize,
+    /// A client that has not sent complete request headers this long after connecting, or after
+    /// its previous response, is disconnected. Default `"10s"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub header_read_timeout: Duration,
+    /// A response that makes no progress this long (the client does not read) is abandoned and
+    /// its connection closed. Default `"30s"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub write_timeout: Duration,
+    /// Scrapes within this long of a `/metrics` render share its page instead of rendering again
+    /// (a Prometheus pair scraping together). `"0s"`: only scrapes during a render share it.
+    /// Default `"1s"`.
+    #[serde(deserialize_with = "human_duration")]
+    pub page_max_age: Duration,
+    /// At most this many distinct `/metrics` pages are in memory at once, the one being rendered
+    /// included; when slow clients still hold that many, a scrape gets the newest of them
+    /// (`hatchet_run_metrics_http_stale_pages_served_total`). At least 2. Default 3.
+    pub max_pages: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +256,11 @@ impl Default for HttpConfig {
     fn default() -> HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9477)),
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            page_max_age: Duration::from_secs(1),
+            max_pages: 3,
         }
     }
 }
@@ -627,6 +653,29 @@ impl Config {
                 "the thresholds come from this file, so [thresholds.default] and [[thresholds.overrides]] here would be ignored: keep them in one place".into(),
             );
         }
+        if !(1..=100_000).contains(&self.http.max_connections) {
+            return fail("http.max_connections", "must lie between 1 and 100000".into());
+        }
+        for (key, timeout) in [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.write_timeout", self.http.write_timeout),
+        ] {
+            if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(3600) {
+                return fail(key, "must lie between 100ms and 1h".into());
+            }
+        }
+        if self.http.page_max_age > Duration::from_secs(60) {
+            return fail(
+                "http.page_max_age",
+                "must be at most 1m: scrapes would see metrics that old".into(),
+            );
+        }
+        if !(2..=100).contains(&self.http.max_pages) {
+            return fail(
+                "http.max_pages",
+                "must lie between 2 and 100 (with 1, one slow client would freeze the metrics it holds)".into(),
+            );
+        }
         if self.thresholds.evaluation_interval < Duration::from_millis(100) {
             return fail("thresholds.evaluation_interval", "must be at least 100ms".into());
         }
@@ -856,6 +905,12 @@ mod tests {
                 "UUID",
             ),
             ("[http]\nlisten = \"localhost\"", "http.listen", "invalid"),
+            ("[http]\nmax_connections = 0", "http.max_connections", "between 1 and"),
+            ("[http]\nheader_read_timeout = \"0s\"", "http.header_read_timeout", "between 100ms and 1h"),
+            ("[http]\nwrite_timeout = \"100000h\"", "http.write_timeout", "between 100ms and 1h"),
+            ("[http]\nwrite_timeout = 30", "http.write_timeout", "invalid type"),
+            ("[http]\npage_max_age = \"5m\"", "http.page_max_age", "at most 1m"),
+            ("[http]\nmax_pages = 1", "http.max_pages", "between 2 and 100"),
             ("[log]\nlevel = \"=!=\"", "log.level", "tracing filter"),
             ("[thresholds.default.failure_rate]\nmax = 0.1", "thresholds.default.failure_rate", "unknown field"),
             ("[thresholds.default.failure_ratio]\nmax = 1.5", "thresholds.default.failure_ratio.max", "between 0 and 1"),

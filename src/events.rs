@@ -10,8 +10,9 @@ use crate::thresholds::evaluate::Transition;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where a message came from, for logs: Kafka coordinates, or a line of a replayed file.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +61,17 @@ pub struct Telemetry {
     reload_successful: IntGauge,
     reload_success_timestamp: Gauge,
     reloads: IntCounterVec,
+    http_connections_open: IntGauge,
+    http_connections_refused: IntCounter,
+    http_connections_timed_out: IntCounterVec,
+    http_pages_rendered: IntCounter,
+    http_stale_pages_served: IntCounter,
     rejected_log: LogRateLimit,
+    /// One warning a second for each of the HTTP limits: a flood of clients repeats them.
+    http_refused_log: LogRateLimit,
+    http_timed_out_log: LogRateLimit,
+    http_stale_page_log: LogRateLimit,
+    http_accept_log: LogRateLimit,
     /// One warning a second per error code: a broker outage repeats the same error many times.
     kafka_error_log: Mutex<HashMap<String, LogRateLimit>>,
 }
@@ -118,6 +129,34 @@ impl Telemetry {
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
         }
+        let http_connections_timed_out = counter_vec(
+            "hatchet_run_metrics_http_connections_timed_out_total",
+            "HTTP connections the service closed, by timeout: header_read (no complete request headers within http.header_read_timeout, counting from the connection or from the previous response) or write (a response that made no progress for http.write_timeout).",
+            &["timeout"],
+        );
+        for timeout in [HttpTimeout::HeaderRead, HttpTimeout::Write] {
+            http_connections_timed_out.with_label_values(&[timeout.as_str()]);
+        }
+        let http_connections_open = IntGauge::new(
+            "hatchet_run_metrics_http_connections_open",
+            "HTTP connections being served (http.max_connections caps it).",
+        )
+        .expect("static metric definition");
+        let http_connections_refused = IntCounter::new(
+            "hatchet_run_metrics_http_connections_refused_total",
+            "HTTP connections answered 503 and closed at once because http.max_connections were open.",
+        )
+        .expect("static metric definition");
+        let http_pages_rendered = IntCounter::new(
+            "hatchet_run_metrics_http_pages_rendered_total",
+            "/metrics pages rendered; scrapes at about the same time share one.",
+        )
+        .expect("static metric definition");
+        let http_stale_pages_served = IntCounter::new(
+            "hatchet_run_metrics_http_stale_pages_served_total",
+            "Scrapes answered with an older page instead of a new render, because slow clients still held http.max_pages pages.",
+        )
+        .expect("static metric definition");
         let threshold_evaluation_seconds = Gauge::new(
             "hatchet_run_metrics_threshold_evaluation_seconds",
             "How long the last evaluation of the thresholds took (the aggregation is locked for part of it).",
@@ -179,6 +218,10 @@ impl Telemetry {
             Box::new(threshold_evaluation_seconds.clone()),
             Box::new(reload_successful.clone()),
             Box::new(reload_success_timestamp.clone()),
+            Box::new(http_connections_open.clone()),
+            Box::new(http_connections_refused.clone()),
+            Box::new(http_pages_rendered.clone()),
+            Box::new(http_stale_pages_served.clone()),
         ] {
             registry.register(metric).expect("registered once");
         }
@@ -199,7 +242,16 @@ impl Telemetry {
             reload_successful,
             reload_success_timestamp,
             reloads,
+            http_connections_open,
+            http_connections_refused,
+            http_connections_timed_out,
+            http_pages_rendered,
+            http_stale_pages_served,
             rejected_log: LogRateLimit::new(rejected_per_second),
+            http_refused_log: LogRateLimit::new(1),
+            http_timed_out_log: LogRateLimit::new(1),
+            http_stale_page_log: LogRateLimit::new(1),
+            http_accept_log: LogRateLimit::new(1),
             kafka_error_log: Mutex::new(HashMap::new()),
         }
     }
@@ -487,6 +539,137 @@ impl ConfigReloadFailed<'_> {
     }
 }
 
+/// Which of the HTTP timeouts closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpTimeout {
+    /// `http.header_read_timeout`: no complete request headers in time (a slowloris, or a
+    /// kept-alive connection that never sends its next request).
+    HeaderRead,
+    /// `http.write_timeout`: a response made no progress (a client that does not read).
+    Write,
+}
+
+impl HttpTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpTimeout::HeaderRead => "header_read",
+            HttpTimeout::Write => "write",
+        }
+    }
+}
+
+/// A client's connection is being served.
+pub struct HttpConnectionOpened;
+
+impl HttpConnectionOpened {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.http_connections_open.inc();
+    }
+}
+
+/// A client's connection ended: `timed_out` when one of the HTTP timeouts ended it (counted
+/// always, logged at most once a second), `error` for what else went wrong (a client that left
+/// mid-request, typically: logged at debug level).
+pub struct HttpConnectionClosed<'a> {
+    pub peer: SocketAddr,
+    pub timed_out: Option<HttpTimeout>,
+    pub error: Option<&'a dyn fmt::Display>,
+}
+
+impl HttpConnectionClosed<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.http_connections_open.dec();
+        let Some(timeout) = self.timed_out else {
+            if let Some(error) = self.error {
+                tracing::debug!(peer = %self.peer, %error, "HTTP connection ended with an error");
+            }
+            return;
+        };
+        telemetry
+            .http_connections_timed_out
+            .with_label_values(&[timeout.as_str()])
+            .inc();
+        if let Some(suppressed) = telemetry.http_timed_out_log.admit() {
+            tracing::warn!(
+                peer = %self.peer,
+                timeout = timeout.as_str(),
+                suppressed_since_last_warning = suppressed,
+                "closed an HTTP connection that timed out (http.{}_timeout)",
+                timeout.as_str()
+            );
+        }
+    }
+}
+
+/// `http.max_connections` were open: a new one was answered 503 and closed. Counted always,
+/// logged at most once a second.
+pub struct HttpConnectionRefused {
+    pub peer: SocketAddr,
+    pub max_connections: usize,
+}
+
+impl HttpConnectionRefused {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.http_connections_refused.inc();
+        if let Some(suppressed) = telemetry.http_refused_log.admit() {
+            tracing::warn!(
+                peer = %self.peer,
+                max_connections = self.max_connections,
+                suppressed_since_last_warning = suppressed,
+                "refused an HTTP connection: http.max_connections are open"
+            );
+        }
+    }
+}
+
+/// Accepting a connection failed (out of file descriptors, typically); the listener retries.
+/// Logged at most once a second.
+pub struct HttpAcceptFailed<'a> {
+    pub error: &'a std::io::Error,
+}
+
+impl HttpAcceptFailed<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        if let Some(suppressed) = telemetry.http_accept_log.admit() {
+            tracing::warn!(error = %self.error, suppressed_since_last_warning = suppressed, "cannot accept an HTTP connection");
+        }
+    }
+}
+
+/// A `/metrics` page was rendered (it is shared by the scrapes of about the same time).
+pub struct MetricsPageRendered {
+    pub bytes: usize,
+    pub seconds: f64,
+}
+
+impl MetricsPageRendered {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.http_pages_rendered.inc();
+        tracing::debug!(bytes = self.bytes, seconds = self.seconds, "/metrics page rendered");
+    }
+}
+
+/// Slow clients still held `http.max_pages` pages, so a scrape got the newest of them, `age` old,
+/// instead of a new render. Counted always, logged at most once a second.
+pub struct StaleMetricsPageServed {
+    pub age: Duration,
+    pub max_pages: usize,
+}
+
+impl StaleMetricsPageServed {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.http_stale_pages_served.inc();
+        if let Some(suppressed) = telemetry.http_stale_page_log.admit() {
+            tracing::warn!(
+                age = ?self.age,
+                max_pages = self.max_pages,
+                suppressed_since_last_warning = suppressed,
+                "served an older /metrics page: slow clients still hold http.max_pages pages"
+            );
+        }
+    }
+}
+
 fn unix_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -564,6 +747,45 @@ mod tests {
         assert!(
             limits["AllBrokersDown"].admit_at(0).is_some(),
             "a new second admits again"
+        );
+    }
+
+    #[test]
+    fn http_connections_are_counted_open_refused_and_timed_out_by_timeout() {
+        let telemetry = Telemetry::new(0);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+        for _ in 0..3 {
+            HttpConnectionOpened.emit(&telemetry);
+        }
+        HttpConnectionClosed {
+            peer,
+            timed_out: None,
+            error: None,
+        }
+        .emit(&telemetry);
+        HttpConnectionClosed {
+            peer,
+            timed_out: Some(HttpTimeout::Write),
+            error: None,
+        }
+        .emit(&telemetry);
+        HttpConnectionRefused {
+            peer,
+            max_connections: 64,
+        }
+        .emit(&telemetry);
+        assert_eq!(telemetry.http_connections_open.get(), 1);
+        assert_eq!(telemetry.http_connections_refused.get(), 1);
+        assert_eq!(
+            telemetry.http_connections_timed_out.with_label_values(&["write"]).get(),
+            1
+        );
+        assert_eq!(
+            telemetry
+                .http_connections_timed_out
+                .with_label_values(&["header_read"])
+                .get(),
+            0
         );
     }
 

@@ -20,7 +20,9 @@
 //!   resolved per workflow, evaluated against the aggregation on an interval
 //!   ([`thresholds::evaluate`]), and written as Prometheus alerting rules ([`thresholds::rules`]).
 //! - [`exporter`]: the Prometheus exposition rendered from the aggregation, and the HTTP
-//!   endpoints (`/metrics`, `/healthz`, `/readyz`).
+//!   endpoints (`/metrics`, `/healthz`, `/readyz`) with their limits on connections and
+//!   timeouts ([`exporter::http`]); one `/metrics` page shared by concurrent scrapes, with a
+//!   bounded number of pages alive ([`exporter::page`]).
 //! - [`events`]: every observable event of the service itself, logging and counting together.
 //! - [`config`]: the TOML config, its defaults and validation.
 //! - [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).

@@ -221,6 +221,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         };
         let server = tokio::spawn(http::serve(
             listener,
+            config.http.clone(),
             pipeline.clone(),
             health.clone(),
             until_stopped(stopped.clone()),
@@ -242,7 +243,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         kafka::consume(&config.kafka, pipeline, health, until_stopped(stopped))
             .await
             .context("kafka consumer")?;
-        server.await.context("http server task")?.context("http server")?;
+        server.await.context("http server task")?;
         tracing::info!("stopped");
         Ok(())
     })

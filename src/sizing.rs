@@ -48,8 +48,8 @@ pub const THRESHOLD_STATE_BYTES: u64 = 160;
 /// name, the tenant id and the other labels, the value (measured by the benchmark's flood: 203
 /// bytes a line on average with the default buckets and 128-byte names).
 pub const LINE_BYTES: u64 = 76;
-/// Rendered pages alive at once: two held by slow clients and one being rendered.
-pub const PAGES_HELD: u64 = 3;
+/// The service's own metrics as rendered for one response (a few dozen families).
+pub const SELF_METRICS_BYTES: u64 = 32 << 10;
 /// librdkafka's defaults for what the consumer may hold: `queued.max.messages.kbytes` (KiB) and
 /// `fetch.max.bytes`.
 const DEFAULT_QUEUED_KBYTES: u64 = 65_536;
@@ -200,6 +200,7 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
         }
         + kinds * (THRESHOLD_STATE_BYTES + label);
     let lines = series_lines(config, kinds);
+    let pages = config.http.max_pages as u64;
     let page = series * (lines.lines * (LINE_BYTES + label) + lines.metadata_lines * metadata_labels * (label + 16));
     // A render copies the histograms (not the windows) into a snapshot besides the page.
     let snapshot = series * (BUCKET_BYTES * buckets * rows + SERIES_BYTES);
@@ -277,9 +278,9 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
         },
         Term {
             what: "/metrics pages",
-            bytes: PAGES_HELD * page + snapshot,
+            bytes: pages * page + snapshot + config.http.max_connections as u64 * SELF_METRICS_BYTES,
             how: format!(
-                "{PAGES_HELD} pages alive x {} MiB ({} lines of {} B or more per series), and one snapshot",
+                "http.max_pages ({pages}) x {} MiB ({} lines of {} B or more per series), one snapshot, and the service's own metrics per connection",
                 page >> 20,
                 lines.lines,
                 LINE_BYTES + label

@@ -1,6 +1,26 @@
-//! `/metrics`, `/healthz` and `/readyz`.
+//! `/metrics`, `/healthz` and `/readyz`, served so that nothing a client does can make the
+//! service hold more than the `[http]` limits allow.
+//!
+//! - The `/metrics` page (the workflow metrics, nearly all of it) is rendered once and shared by
+//!   the scrapes of about the same time, and at most `http.max_pages` pages are held however many
+//!   clients there are ([`super::page`]). The service's own metrics, a few kilobytes, follow it
+//!   fresh in every response: they stay current even while slow clients hold the pages.
+//! - At most `http.max_connections` connections are served; a further one is answered 503 and
+//!   closed at once, never queued.
+//! - A client that has not sent complete request headers within `http.header_read_timeout`
+//!   (counted from the connection, or from the end of the previous response) is disconnected, and
+//!   so is one whose response makes no progress for `http.write_timeout`.
+//!
+//! axum routes the requests; hyper's connections are driven here because `axum::serve` has none
+//! of these limits.
 
-use super::{exposition, WindowEnd};
+use super::page::{PageLimits, Served, SharedPages};
+use super::{service_exposition, workflow_exposition, WindowEnd};
+use crate::config::HttpConfig;
+use crate::events::{
+    HttpAcceptFailed, HttpConnectionClosed, HttpConnectionOpened, HttpConnectionRefused, HttpTimeout,
+    MetricsPageRendered, StaleMetricsPageServed,
+};
 use crate::pipeline::{now_nanos, Pipeline};
 use crate::source::kafka::ConsumerHealth;
 use axum::extract::State;
@@ -8,49 +28,217 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Sleep;
+
+/// Requests with larger headers are answered 431.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// At shutdown, responses still being written get this long before their connections are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The answer to a connection beyond `http.max_connections`; its body ends where the connection does.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+connection: close\r\n\
+\r\n\
+too many connections (http.max_connections)\n";
 
 #[derive(Clone)]
 struct Endpoints {
     pipeline: Pipeline,
     health: Arc<ConsumerHealth>,
+    pages: SharedPages,
+    max_pages: usize,
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, then lets responses in progress finish (for
+/// [`SHUTDOWN_GRACE`] at most).
 pub async fn serve(
     listener: TcpListener,
+    limits: HttpConfig,
     pipeline: Pipeline,
     health: Arc<ConsumerHealth>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
+) {
+    let telemetry = pipeline.telemetry().clone();
+    let pages = SharedPages::new(PageLimits {
+        max_age: limits.page_max_age,
+        max_pages: limits.max_pages,
+    });
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(Endpoints { pipeline, health });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        .with_state(Endpoints {
+            pipeline,
+            health,
+            pages,
+            max_pages: limits.max_pages,
+        });
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // A scrape's request is well under 1 KiB: hyper's default of 400 KiB for a request's
+        // headers would let the connections at the cap hold 25 MiB.
+        .max_buf_size(MAX_REQUEST_HEAD);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // A client that gave up before being accepted is no concern; anything else
+                    // (out of file descriptors) is worth a pause before trying again.
+                    if !matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
+                        HttpAcceptFailed { error: &error }.emit(&telemetry);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refuse(stream);
+            HttpConnectionRefused {
+                peer,
+                max_connections: limits.max_connections,
+            }
+            .emit(&telemetry);
+            continue;
+        };
+        let activity = Arc::new(Activity::new());
+        let client = ClientStream::new(stream, limits.write_timeout, activity.clone());
+        let connection = http1.serve_connection(TokioIo::new(client), TowerToHyperService::new(router.clone()));
+        let connection = connections.watch(connection);
+        let telemetry = telemetry.clone();
+        let header_read_timeout = limits.header_read_timeout;
+        HttpConnectionOpened.emit(&telemetry);
+        tokio::spawn(async move {
+            let ended = connection.await;
+            drop(slot);
+            HttpConnectionClosed {
+                peer,
+                timed_out: activity.timed_out(&ended, header_read_timeout),
+                error: ended.as_ref().err().map(|error| error as &dyn std::fmt::Display),
+            }
+            .emit(&telemetry);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "HTTP responses still in progress at shutdown were cut short");
+    }
+}
+
+/// Answers 503 without waiting for anything, then closes.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(REFUSAL);
+    // Reading what the client already sent makes the close a plain FIN: closing with unread data
+    // would send a reset, which can discard the 503 before the client reads it.
+    let mut sink = [0u8; 1024];
+    for _ in 0..4 {
+        match stream.try_read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
 }
 
 async fn metrics(State(endpoints): State<Endpoints>) -> axum::response::Response {
-    // Rendering 10,000 workflows takes milliseconds of CPU: keep it off the async workers.
     let pipeline = endpoints.pipeline.clone();
-    match tokio::task::spawn_blocking(move || exposition(&pipeline, WindowEnd::At(now_nanos()))).await {
-        Ok(body) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-            body,
-        )
-            .into_response(),
-        // A scrape must fail visibly rather than look like an empty target.
-        Err(error) => {
-            tracing::error!(%error, "rendering /metrics failed");
+    // Rendering 10,000 workflows takes milliseconds of CPU: `SharedPages` runs it on a blocking thread.
+    let page = endpoints.pages.get(move || {
+        let started = Instant::now();
+        let text = workflow_exposition(&pipeline, WindowEnd::At(now_nanos()));
+        MetricsPageRendered {
+            bytes: text.len(),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+        .emit(pipeline.telemetry());
+        text
+    });
+    match page.await {
+        Ok(page) => {
+            if let Served::AtLimit { age } = page.served {
+                StaleMetricsPageServed {
+                    age,
+                    max_pages: endpoints.max_pages,
+                }
+                .emit(endpoints.pipeline.telemetry());
+            }
+            let own = Bytes::from(service_exposition(endpoints.pipeline.telemetry()));
             (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("rendering failed: {error}\n"),
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                axum::body::Body::new(ScrapeBody {
+                    shared: Some(page.body),
+                    own: Some(own),
+                }),
             )
                 .into_response()
         }
+        // A scrape must fail visibly rather than look like an empty target.
+        Err(error) => {
+            tracing::error!(%error, "rendering /metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+        }
+    }
+}
+
+/// A `/metrics` response: the shared page, then this scrape's own part, neither copied.
+struct ScrapeBody {
+    shared: Option<Bytes>,
+    own: Option<Bytes>,
+}
+
+impl http_body::Body for ScrapeBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        let this = self.get_mut();
+        Poll::Ready(
+            (this.shared.take())
+                .or_else(|| this.own.take())
+                .map(|chunk| Ok(Frame::data(chunk))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared.is_none() && self.own.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let length = [&self.shared, &self.own]
+            .iter()
+            .flat_map(|chunk| chunk.as_ref())
+            .map(Bytes::len)
+            .sum::<usize>();
+        SizeHint::with_exact(length as u64)
     }
 }
 
@@ -58,5 +246,225 @@ async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     match endpoints.health.not_ready_because() {
         None => (StatusCode::OK, "ready\n".to_string()),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+/// What a connection's stream saw, read once the connection has ended to tell why it did.
+struct Activity {
+    opened: Instant,
+    /// Milliseconds after `opened` at which data last moved either way.
+    last_moved_ms: AtomicU64,
+    /// The client closed its side.
+    client_closed: AtomicBool,
+    /// A write made no progress for `http.write_timeout`.
+    write_stalled: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            last_moved_ms: AtomicU64::new(0),
+            client_closed: AtomicBool::new(false),
+            write_stalled: AtomicBool::new(false),
+        }
+    }
+
+    fn moved(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_moved_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Which timeout, if any, ended the connection.
+    ///
+    /// hyper reports its header timeout as an error only when part of a request had arrived; on a
+    /// connection that sent nothing (a fresh one, or a kept-alive one between requests) it ends it
+    /// as if the client had left. That case is told apart by what the stream saw: the client did
+    /// not close, and nothing moved for the whole timeout.
+    fn timed_out(&self, ended: &Result<(), hyper::Error>, header_read_timeout: Duration) -> Option<HttpTimeout> {
+        if self.write_stalled.load(Ordering::Relaxed) {
+            return Some(HttpTimeout::Write);
+        }
+        match ended {
+            Err(error) if error.is_timeout() => Some(HttpTimeout::HeaderRead),
+            Err(_) => None,
+            Ok(()) => {
+                let quiet = self
+                    .opened
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(self.last_moved_ms.load(Ordering::Relaxed)));
+                let idle = !self.client_closed.load(Ordering::Relaxed) && quiet >= header_read_timeout;
+                idle.then_some(HttpTimeout::HeaderRead)
+            }
+        }
+    }
+}
+
+/// An accepted connection whose writes fail with `TimedOut` once they have made no progress for
+/// `write_timeout`: hyper has no write timeout, and a client that never reads would otherwise hold
+/// its connection, and the page it asked for, for as long as it likes.
+struct ClientStream {
+    tcp: TcpStream,
+    write_timeout: Duration,
+    /// Started when a write finds the client's window full; reset by any progress.
+    stall: Option<Pin<Box<Sleep>>>,
+    stalled: bool,
+    activity: Arc<Activity>,
+}
+
+impl ClientStream {
+    fn new(tcp: TcpStream, write_timeout: Duration, activity: Arc<Activity>) -> ClientStream {
+        ClientStream {
+            tcp,
+            write_timeout,
+            stall: None,
+            stalled: false,
+            activity,
+        }
+    }
+
+    /// `attempt` as the result of a write, unless writes have been stuck for `write_timeout`.
+    fn limit_stall<T>(&mut self, cx: &mut Context<'_>, attempt: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if attempt.is_ready() {
+            self.stalled = false;
+            if let Poll::Ready(Ok(_)) = attempt {
+                self.activity.moved();
+            }
+            return attempt;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            let deadline = tokio::time::Instant::now() + self.write_timeout;
+            match &mut self.stall {
+                Some(stall) => stall.as_mut().reset(deadline),
+                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let expired = (self.stall.as_mut()).is_some_and(|stall| stall.as_mut().poll(cx).is_ready());
+        if !expired {
+            return Poll::Pending;
+        }
+        self.activity.write_stalled.store(true, Ordering::Relaxed);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client read nothing for http.write_timeout",
+        )))
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            if buf.filled().len() == before {
+                this.activity.client_closed.store(true, Ordering::Relaxed);
+            } else {
+                this.activity.moved();
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let attempt = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        this.limit_stall(cx, attempt)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let attempt = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        this.limit_stall(cx, attempt)
+    }
+
+    /// Vectored: hyper then queues the shared page instead of copying it into its own buffer.
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body;
+    use tokio::io::AsyncWriteExt;
+
+    fn activity_opened_ago(ago: Duration) -> Activity {
+        Activity {
+            opened: Instant::now().checked_sub(ago).unwrap_or_else(Instant::now),
+            ..Activity::new()
+        }
+    }
+
+    #[test]
+    fn why_a_connection_ended_is_told_from_what_its_stream_saw() {
+        let timeout = Duration::from_secs(5);
+        // Nothing moved and the client did not leave: hyper's header timeout ended it quietly.
+        assert_eq!(
+            activity_opened_ago(Duration::from_secs(6)).timed_out(&Ok(()), timeout),
+            Some(HttpTimeout::HeaderRead)
+        );
+        let left = activity_opened_ago(Duration::from_secs(6));
+        left.client_closed.store(true, Ordering::Relaxed);
+        assert_eq!(left.timed_out(&Ok(()), timeout), None, "the client closed it");
+        let recent = activity_opened_ago(Duration::from_secs(6));
+        recent.moved();
+        assert_eq!(
+            recent.timed_out(&Ok(()), timeout),
+            None,
+            "closed right after a response"
+        );
+        let stalled = Activity::new();
+        stalled.write_stalled.store(true, Ordering::Relaxed);
+        assert_eq!(stalled.timed_out(&Ok(()), timeout), Some(HttpTimeout::Write));
+    }
+
+    #[tokio::test]
+    async fn a_write_the_client_never_reads_fails_after_the_write_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let activity = Arc::new(Activity::new());
+        let mut stream = ClientStream::new(accepted, Duration::from_millis(200), activity.clone());
+        // Far more than the socket buffers of both ends hold.
+        let page = vec![b'x'; 64 << 20];
+        let written = tokio::time::timeout(Duration::from_secs(30), stream.write_all(&page)).await;
+        let error = written.expect("the write timeout ends the write").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(activity.write_stalled.load(Ordering::Relaxed));
+        drop(client);
+    }
+
+    #[test]
+    fn a_scrape_body_is_the_shared_page_then_its_own_part() {
+        let mut body = ScrapeBody {
+            shared: Some(Bytes::from_static(b"workflows\n")),
+            own: Some(Bytes::from_static(b"own\n")),
+        };
+        assert_eq!(body.size_hint().exact(), Some(14));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut chunks = Vec::new();
+        while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
+            chunks.push(frame.into_data().unwrap());
+        }
+        assert_eq!(chunks, [&b"workflows\n"[..], &b"own\n"[..]]);
+        assert!(body.is_end_stream());
     }
 }

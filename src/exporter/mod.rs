@@ -5,6 +5,7 @@
 //! outside it, so consumption is held up only for the copy.
 
 pub mod http;
+pub mod page;
 
 use crate::aggregate::label_value::AlterationCounts;
 use crate::aggregate::lifecycle::InFlight;
@@ -462,6 +463,14 @@ fn render_histogram<'a>(
 
 /// The whole exposition: workflow metrics, then the service's own.
 pub fn exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
+    let mut out = workflow_exposition(pipeline, end);
+    append_registry(&mut out, pipeline.telemetry());
+    out
+}
+
+/// The workflow metrics and thresholds: nearly all of a large exposition, and the part that
+/// `/metrics` shares between the scrapes of about the same time.
+pub fn workflow_exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
     let snapshot = {
         let mut aggregator = pipeline.aggregator();
         if let WindowEnd::At(now) = end {
@@ -472,8 +481,14 @@ pub fn exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
     let mut out = String::with_capacity(pipeline.page_capacity());
     snapshot.render(&mut out);
     pipeline.thresholds().render(&mut out);
-    append_registry(&mut out, pipeline.telemetry());
     pipeline.page_rendered(out.len());
+    out
+}
+
+/// The service's own metrics from its registry: a few kilobytes, rendered for every scrape.
+pub fn service_exposition(telemetry: &Telemetry) -> String {
+    let mut out = String::new();
+    append_registry(&mut out, telemetry);
     out
 }
 

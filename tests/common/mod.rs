@@ -211,9 +211,14 @@ impl Service {
     /// Starts `hatchet-run-metrics run` with `config_toml` plus a `[http]` section of its own, and
     /// waits until `/healthz` answers.
     pub fn start(config_toml: &str) -> Service {
+        Service::start_with_http(config_toml, "")
+    }
+
+    /// [`Service::start`], with `http_keys` (lines like `max_connections = 8`) in its `[http]` section.
+    pub fn start_with_http(config_toml: &str, http_keys: &str) -> Service {
         let port = free_port();
         let path = std::env::temp_dir().join(format!("{}.toml", unique_name("hrm-test-config")));
-        let text = format!("{config_toml}\n[http]\nlisten = \"127.0.0.1:{port}\"\n");
+        let text = format!("{config_toml}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http_keys}\n");
         std::fs::write(&path, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_hatchet-run-metrics"))
             .args(["run", "--config"])
@@ -237,14 +242,24 @@ impl Service {
         service
     }
 
-    /// The process id (to read its resident size, say).
+    /// The config file it runs with (a test may edit it to exercise reloads).
+    pub fn config_path(&self) -> &Path {
+        &self._config.0
+    }
+
+    /// The process id of the running service.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// The config file it runs with (a test may edit it to exercise reloads).
-    pub fn config_path(&self) -> &Path {
-        &self._config.0
+    /// Its resident size (`VmRSS`), in bytes.
+    pub fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/PID/status");
+        let kib: u64 = (status.lines())
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+        kib * 1024
     }
 
     /// Sends SIGHUP (reload the config).
