@@ -6,7 +6,8 @@
 //! rare, so that time does not matter, but their memory does (anyone who can produce to the topic
 //! chooses them), so the second look streams too and keeps nothing but a verdict per field. The
 //! error type on the hot path stays a small `Copy` value plus a detail string built only for
-//! rejected messages.
+//! rejected messages, short whatever the message holds: a detail quotes at most the start of a
+//! value and never exceeds [`MAX_DETAIL_BYTES`].
 
 use crate::model::{V1TaskStatus, V1WorkflowRun};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -65,10 +66,58 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
+    /// The detail is cut at [`MAX_DETAIL_BYTES`] as it is written: whatever it quotes (serde_json's
+    /// own messages quote values too), a rejection's log line stays short.
     fn new(reason: RejectReason, detail: impl fmt::Display) -> DecodeError {
+        let mut capped = CappedText(String::new());
+        if fmt::write(&mut capped, format_args!("{detail}")).is_err() {
+            capped.0.push_str(CUT_MARK);
+        }
         DecodeError {
             reason,
-            detail: detail.to_string(),
+            detail: capped.0,
+        }
+    }
+}
+
+/// The most a rejection's detail holds, in bytes (a log field: the log's rate limit counts lines).
+pub const MAX_DETAIL_BYTES: usize = 512;
+
+/// How many characters of a message's own text a detail quotes.
+const QUOTED_CHARS: usize = 64;
+
+/// Ends a detail that was cut at [`MAX_DETAIL_BYTES`].
+const CUT_MARK: &str = "... (cut)";
+
+/// Text that refuses to grow past [`MAX_DETAIL_BYTES`] (less room for [`CUT_MARK`]): the write
+/// that would pass it is cut at a char boundary and fails, which ends the formatting early.
+struct CappedText(String);
+
+impl fmt::Write for CappedText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = (MAX_DETAIL_BYTES - CUT_MARK.len()).saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.0.push_str(&s[..cut]);
+        Err(fmt::Error)
+    }
+}
+
+/// Message text as a detail quotes it: in quotes and escaped like `{:?}`, and past
+/// [`QUOTED_CHARS`] characters only its start, with its full length.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.0.char_indices().nth(QUOTED_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
         }
     }
 }
@@ -187,13 +236,13 @@ fn validate(run: V1WorkflowRun<'_>) -> Result<RunUpdate<'_>, DecodeError> {
     let tenant = Uuid128::parse(&run.tenant_id).ok_or_else(|| {
         DecodeError::new(
             RejectReason::InvalidField,
-            format_args!("tenantId {:?} is not a UUID", run.tenant_id),
+            format_args!("tenantId {} is not a UUID", Quoted(&run.tenant_id)),
         )
     })?;
     let workflow = Uuid128::parse(&run.workflow_id).ok_or_else(|| {
         DecodeError::new(
             RejectReason::InvalidField,
-            format_args!("workflowId {:?} is not a UUID", run.workflow_id),
+            format_args!("workflowId {} is not a UUID", Quoted(&run.workflow_id)),
         )
     })?;
     for (name, raw) in [
@@ -476,12 +525,12 @@ impl<'de> Visitor<'de> for Check {
             Expect::Timestamp if crate::model::timestamp::parse_rfc3339(text).is_none() => {
                 Verdict::Wrong(DecodeError::new(
                     RejectReason::InvalidField,
-                    format_args!("{name} {text:?} is not an RFC 3339 timestamp"),
+                    format_args!("{name} {} is not an RFC 3339 timestamp", Quoted(text)),
                 ))
             }
             Expect::Status if V1TaskStatus::from_wire(text).is_none() => Verdict::Wrong(DecodeError::new(
                 RejectReason::UnknownStatus,
-                format_args!("status {text:?} is not a V1TaskStatus"),
+                format_args!("status {} is not a V1TaskStatus", Quoted(text)),
             )),
             _ => self.judge(Kind::String),
         })
@@ -844,6 +893,68 @@ mod tests {
             accepted > 1000 && rejected > 1000,
             "accepted {accepted}, rejected {rejected}"
         );
+    }
+
+    fn decode_huge(doc: &Value) -> DecodeError {
+        let bytes = serde_json::to_vec(doc).unwrap();
+        decode(Some(&bytes), usize::MAX).expect_err("rejected")
+    }
+
+    /// A rejection's detail is a log field: what it quotes of a message is cut short, whatever the
+    /// message holds, and the whole detail has a ceiling.
+    #[test]
+    fn details_quote_little_of_a_huge_value() {
+        let huge = "\u{e9}".repeat(5 << 20);
+        let huge_ascii = "7".repeat(10 << 20);
+        for (key, value, reason) in [
+            ("tenantId", huge.as_str(), RejectReason::InvalidField),
+            ("workflowId", &huge, RejectReason::InvalidField),
+            ("status", &huge, RejectReason::UnknownStatus),
+            ("startedAt", &huge_ascii, RejectReason::InvalidField),
+            ("finishedAt", &huge, RejectReason::InvalidField),
+        ] {
+            let err = decode_huge(&with(key, Value::from(value)));
+            assert_eq!(err.reason, reason, "{key}");
+            assert!(
+                err.detail.len() <= MAX_DETAIL_BYTES,
+                "{key}: {} bytes",
+                err.detail.len()
+            );
+            assert!(err.detail.starts_with(key), "{key}: {}", err.detail);
+            assert!(
+                err.detail.contains(&format!("({} bytes)", value.len())),
+                "{key}: {}",
+                err.detail
+            );
+        }
+        let mut doc = base();
+        doc["metadata"]["createdAt"] = Value::from(huge.as_str());
+        let err = decode_huge(&doc);
+        assert!(err.detail.starts_with("metadata.createdAt \"\u{e9}"), "{}", err.detail);
+        assert!(err.detail.len() <= MAX_DETAIL_BYTES);
+        // An unknown field's huge value, broken at its very end.
+        let mut text = serde_json::to_string(&with("somethingNew", Value::from(huge_ascii.as_str()))).unwrap();
+        let at = text.find(&huge_ascii).unwrap() + huge_ascii.len() - 1;
+        text.replace_range(at..at + 1, "\\q");
+        let err = decode(Some(text.as_bytes()), usize::MAX).unwrap_err();
+        assert_eq!(err.reason, RejectReason::InvalidJson, "{err}");
+        assert!(err.detail.len() <= MAX_DETAIL_BYTES, "{} bytes", err.detail.len());
+        // serde_json's own messages quote values whole: the ceiling cuts them, at a char boundary.
+        let serde_error = serde_json::from_str::<u32>(&format!("\"{huge}\"")).unwrap_err();
+        assert!(serde_error.to_string().len() > huge.len());
+        let err = DecodeError::new(RejectReason::InvalidField, serde_error);
+        assert!(
+            err.detail.len() <= MAX_DETAIL_BYTES && err.detail.ends_with("(cut)"),
+            "{}",
+            err.detail
+        );
+        assert!(
+            err.detail.starts_with("invalid type: string \"\u{e9}"),
+            "{}",
+            err.detail
+        );
+        let short = decode_value(&with("tenantId", Value::from("not-a-uuid"))).unwrap_err();
+        assert_eq!(short.detail, "tenantId \"not-a-uuid\" is not a UUID");
     }
 
     #[test]
