@@ -66,7 +66,9 @@ pub struct KafkaConfig {
     pub max_message_bytes: usize,
     /// Any librdkafka property, passed through as is (SASL, TLS, fetch tuning...). Default: empty;
     /// unless set here, the service uses `auto.offset.reset = "earliest"` and
-    /// `fetch.queue.backoff.ms = "5"`. The keys this service manages itself are refused.
+    /// `fetch.queue.backoff.ms = "5"`. The keys this service manages itself are refused, and so is
+    /// any name or value librdkafka refuses (checked at validation, without connecting). The value
+    /// of a secret (see `source::kafka::is_secret`) is never printed.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -467,6 +469,9 @@ impl Config {
                 );
             }
         }
+        if let Some((key, why)) = crate::source::kafka::refused_setting(&self.kafka) {
+            return fail(&key, why);
+        }
         for (key, buckets) in [
             (
                 "metrics.duration_buckets_seconds",
@@ -831,6 +836,21 @@ mod tests {
                 "one place",
             ),
             ("[thresholds]\nevaluation_interval = \"1ms\"", "thresholds.evaluation_interval", "at least"),
+            (
+                "[kafka.properties]\n\"sasl.pasword\" = \"hunter2\"",
+                "kafka.properties.\"sasl.pasword\"",
+                "no such property",
+            ),
+            (
+                "[kafka.properties]\n\"session.timeout.ms\" = \"soon\"",
+                "kafka.properties.\"session.timeout.ms\"",
+                "librdkafka refuses \"soon\": Invalid value",
+            ),
+            (
+                "[kafka.properties]\n\"auto.offset.reset\" = \"newest\"",
+                "kafka.properties.\"auto.offset.reset\"",
+                "newest",
+            ),
         ];
         for (text, key, why) in cases {
             let err = refused(text);
@@ -846,6 +866,18 @@ mod tests {
                 "{text:?}: why {:?} should contain {why:?}",
                 err.why
             );
+        }
+    }
+
+    #[test]
+    fn refused_kafka_properties_never_quote_a_secret() {
+        for text in [
+            "[kafka.properties]\n\"sasl.pasword\" = \"hunter2-secret\"",
+            "[kafka.properties]\n\"sasl.oauthbearer.method\" = \"hunter2-secret\"",
+        ] {
+            let err = refused(text);
+            assert!(err.key.starts_with("kafka.properties.\"sasl."), "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
         }
     }
 

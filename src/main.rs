@@ -126,8 +126,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let mut shown = config.clone();
             for (key, value) in &mut shown.kafka.properties {
-                if ["password", "secret", "key"].iter().any(|word| key.contains(word)) {
-                    *value = "<redacted>".into();
+                if kafka::is_secret(key) {
+                    *value = kafka::REDACTED.into();
                 }
             }
             let thresholds = config.load_thresholds()?;

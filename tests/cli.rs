@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::process::Command;
+use std::time::Duration;
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(unique_name(name));
@@ -306,4 +307,65 @@ fn thresholds_explain_names_the_winning_rule_and_where_each_field_came_from() {
     ]);
     assert!(!bad_tenant.status.success());
     assert!(String::from_utf8_lossy(&bad_tenant.stderr).contains("not a UUID"));
+}
+
+/// `hatchet-run-metrics ARGS` like [`binary`], killed if still running after `limit`.
+fn binary_for_at_most(args: &[&str], limit: Duration) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hatchet-run-metrics"))
+        .args(args)
+        .env_remove("HATCHET_RUN_METRICS_CONFIG")
+        .env_remove("HATCHET_RUN_METRICS_BROKERS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("output")
+}
+
+fn all_output(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn secrets_never_appear_in_check_config_or_run_output() {
+    // A typo of a secret's name is refused by both commands, naming the key, never the value.
+    let typo = temp_file(
+        "typo.toml",
+        "[kafka.properties]\n\"sasl.pasword\" = \"hunter2-secret\"\n",
+    );
+    for command in ["check-config", "run"] {
+        let output = binary_for_at_most(&[command, "--config", typo.to_str().unwrap()], Duration::from_secs(30));
+        let said = all_output(&output);
+        assert!(!output.status.success(), "{command}: {said}");
+        assert!(said.contains("kafka.properties.\"sasl.pasword\""), "{command}: {said}");
+        assert!(!said.contains("hunter2"), "{command}: {said}");
+    }
+    // Secrets that librdkafka takes are shown redacted, by name.
+    let secrets = temp_file(
+        "secrets.toml",
+        "[kafka.properties]\n\"sasl.password\" = \"pw-hunter2\"\n\
+         \"sasl.oauthbearer.config\" = \"principal=svc extension_x=oauth-hunter2\"\n\
+         \"ssl.key.password\" = \"key-hunter2\"\n\"client.id\" = \"shown-in-clear\"\n",
+    );
+    let output = binary(&["check-config", "--config", secrets.to_str().unwrap()]);
+    let said = all_output(&output);
+    assert!(output.status.success(), "{said}");
+    for name in [
+        "sasl.password",
+        "sasl.oauthbearer.config",
+        "ssl.key.password",
+        "shown-in-clear",
+    ] {
+        assert!(said.contains(name), "{name}: {said}");
+    }
+    assert!(!said.contains("hunter2"), "{said}");
 }
