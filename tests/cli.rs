@@ -369,3 +369,70 @@ fn secrets_never_appear_in_check_config_or_run_output() {
     }
     assert!(!said.contains("hunter2"), "{said}");
 }
+
+/// Whatever `check-config` accepts, `run` starts with; whatever it refuses, `run` refuses with the
+/// same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_and_run_agree() {
+    let brokers = shared_brokers();
+    let topic = unique_name("cli-inputs");
+    create_topic(&brokers, &topic, 1).await;
+    let config = |kafka: &str, rest: &str| {
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\n{kafka}\n{rest}\n",
+            brokers = brokers,
+            topic = topic
+        )
+    };
+    let group = unique_name("group");
+    let good = config(
+        &format!("group_id = \"{group}\"\ncommit_interval = \"24h\"\nstatistics_interval = \"1s\""),
+        "[kafka.properties]\n\"client.id\" = \"hrm-cli-test\"\n\"fetch.wait.max.ms\" = \"100\"\n[log]\nlevel = \"info\"",
+    );
+    let file = temp_file("good.toml", &good);
+    let checked = binary(&["check-config", "--config", file.to_str().unwrap()]);
+    assert!(checked.status.success(), "{}", all_output(&checked));
+    let service = Service::start(&good);
+    service.wait_until("it logs `consuming`", Duration::from_secs(30), || {
+        service.log_text().contains("consuming")
+    });
+    service.wait_until(
+        "it is ready (a partition assigned, a broker up)",
+        Duration::from_secs(60),
+        || service.get("/readyz").is_ok_and(|(status, _)| status == 200),
+    );
+    drop(service);
+
+    for (kafka, rest, key) in [
+        ("commit_interval = \"100000000h\"", "", "kafka.commit_interval"),
+        ("statistics_interval = \"30d\"", "", "kafka.statistics_interval"),
+        ("group_id = \"a\\u0000b\"", "", "kafka.group_id"),
+        (
+            "max_message_bytes = 99999999999999999999",
+            "",
+            "kafka.max_message_bytes",
+        ),
+        (
+            "",
+            "[kafka.properties]\n\"fetch.wait.max.mz\" = \"100\"",
+            "kafka.properties.\"fetch.wait.max.mz\"",
+        ),
+        (
+            "",
+            "[kafka.properties]\n\"fetch.wait.max.ms\" = \"soon\"",
+            "kafka.properties.\"fetch.wait.max.ms\"",
+        ),
+        ("", "[log]\nlevel = \"\"", "log.level"),
+    ] {
+        let file = temp_file("refused.toml", &config(kafka, rest));
+        for command in ["check-config", "run"] {
+            let output = binary_for_at_most(&[command, "--config", file.to_str().unwrap()], Duration::from_secs(30));
+            let said = all_output(&output);
+            assert!(!output.status.success(), "{command} accepted {kafka}{rest}: {said}");
+            assert!(
+                said.contains(&format!("key `{key}`")),
+                "{command}, {kafka}{rest}: {said}"
+            );
+        }
+    }
+}
