@@ -435,4 +435,21 @@ async fn check_config_and_run_agree() {
             );
         }
     }
+    // What librdkafka checks only as a client is created: check-config creates one, unconnected.
+    let gssapi = config(
+        "",
+        "[kafka.properties]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanisms\" = \"GSSAPI\"\n\
+         \"sasl.password\" = \"gss-hunter2\"",
+    );
+    let file = temp_file("gssapi.toml", &gssapi);
+    for command in ["check-config", "run"] {
+        let output = binary_for_at_most(&[command, "--config", file.to_str().unwrap()], Duration::from_secs(30));
+        let said = all_output(&output);
+        assert!(!output.status.success(), "{command} accepted GSSAPI: {said}");
+        assert!(
+            said.contains("No provider for SASL mechanism GSSAPI"),
+            "{command}: {said}"
+        );
+        assert!(!said.contains("hunter2"), "{command}: {said}");
+    }
 }

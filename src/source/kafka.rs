@@ -259,6 +259,18 @@ pub fn refused_setting(config: &KafkaConfig) -> Option<(String, String)> {
     client.create_native_config().err().map(|error| refusal(config, error))
 }
 
+/// What librdkafka refuses only as a client is created (a SASL mechanism it was built without, a
+/// TLS file it cannot read...), in words safe to print. Creates the consumer [`consume`] would,
+/// less `bootstrap.servers` so that it has nowhere to connect, and drops it.
+pub fn refused_by_client(config: &KafkaConfig) -> Option<String> {
+    let mut client = client_config(config);
+    client.remove("bootstrap.servers");
+    match client.create::<BaseConsumer>() {
+        Ok(_) => None,
+        Err(error) => Some(redacted(error, &client).to_string()),
+    }
+}
+
 /// A refusal of librdkafka's, in the config's words, never quoting a secret.
 fn refusal(config: &KafkaConfig, error: KafkaError) -> (String, String) {
     let KafkaError::ClientConfig(code, desc, name, value) = error else {
