@@ -57,17 +57,21 @@ pub struct KafkaConfig {
     pub topics: Vec<String>,
     /// Consumer group. Default `"hatchet-run-metrics"`. Env: `HATCHET_RUN_METRICS_GROUP_ID`.
     pub group_id: String,
-    /// How often processed offsets are committed (also at shutdown and on rebalance). Default `"5s"`.
+    /// How often processed offsets are committed (also at shutdown and on rebalance), 100ms to
+    /// 24h (librdkafka's limit). Default `"5s"`.
     #[serde(deserialize_with = "human_duration")]
     pub commit_interval: Duration,
-    /// How often librdkafka reports statistics (consumer lag, broker state). Default `"5s"`.
+    /// How often librdkafka reports statistics (consumer lag, broker state), 100ms to 24h.
+    /// Default `"5s"`.
     #[serde(deserialize_with = "human_duration")]
     pub statistics_interval: Duration,
     /// Larger messages are rejected as `too_large` without being parsed. Default 16 MiB.
     pub max_message_bytes: usize,
     /// Any librdkafka property, passed through as is (SASL, TLS, fetch tuning...). Default: empty;
     /// unless set here, the service uses `auto.offset.reset = "earliest"` and
-    /// `fetch.queue.backoff.ms = "5"`. The keys this service manages itself are refused.
+    /// `fetch.queue.backoff.ms = "5"`. The keys this service manages itself are refused, and so is
+    /// any name or value librdkafka refuses (checked at validation, without connecting). The value
+    /// of a secret (see `source::kafka::is_secret`) is never printed.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -225,7 +229,8 @@ impl Default for ThresholdsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `tracing` filter, overridden by `RUST_LOG`. Default `"info"`.
+    /// `tracing` filter, overridden by `RUST_LOG`; one naming no level is refused (it would
+    /// silence every warning: `"off"` says so). Default `"info"`.
     pub level: String,
     /// At most this many rejected-message warnings per second; the rest are counted and their
     /// number given in the next warning; 0 turns the warnings off (rejections are still counted in
@@ -496,11 +501,14 @@ impl Config {
         if self.kafka.group_id.trim().is_empty() {
             return fail("kafka.group_id", "must not be empty".into());
         }
-        if self.kafka.commit_interval < Duration::from_millis(100) {
-            return fail("kafka.commit_interval", "must be at least 100ms".into());
-        }
-        if self.kafka.statistics_interval < Duration::from_millis(100) {
-            return fail("kafka.statistics_interval", "must be at least 100ms".into());
+        for (key, interval) in [
+            ("kafka.commit_interval", self.kafka.commit_interval),
+            ("kafka.statistics_interval", self.kafka.statistics_interval),
+        ] {
+            // librdkafka takes both in milliseconds, up to a day.
+            if interval < Duration::from_millis(100) || interval > Duration::from_secs(86_400) {
+                return fail(key, "must lie between 100ms and 24h".into());
+            }
         }
         if self.kafka.max_message_bytes == 0 {
             return fail("kafka.max_message_bytes", "must be positive".into());
@@ -512,6 +520,30 @@ impl Config {
                     format!("managed by the service: {why}"),
                 );
             }
+        }
+        // librdkafka takes C strings: a NUL byte would cut them, and is refused only at run time.
+        let nul = "must not contain a NUL byte".to_string();
+        for (key, text) in [
+            ("kafka.brokers", &self.kafka.brokers),
+            ("kafka.group_id", &self.kafka.group_id),
+        ] {
+            if text.contains('\0') {
+                return fail(key, nul);
+            }
+        }
+        if let Some(i) = self.kafka.topics.iter().position(|t| t.contains('\0')) {
+            return fail(&format!("kafka.topics[{i}]"), nul);
+        }
+        for (name, value) in &self.kafka.properties {
+            if name.contains('\0') || value.contains('\0') {
+                return fail(
+                    &format!("kafka.properties.{name:?}"),
+                    format!("{nul} (in its name or its value)"),
+                );
+            }
+        }
+        if let Some((key, why)) = crate::source::kafka::refused_setting(&self.kafka) {
+            return fail(&key, why);
         }
         for (key, buckets) in [
             (
@@ -679,6 +711,15 @@ impl Config {
         if self.thresholds.evaluation_interval < Duration::from_millis(100) {
             return fail("thresholds.evaluation_interval", "must be at least 100ms".into());
         }
+        if self.log.level.split(',').all(|directive| directive.trim().is_empty()) {
+            return fail(
+                "log.level",
+                format!(
+                    "{:?} names no level: it would silence every warning (say \"off\" for that)",
+                    self.log.level
+                ),
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(
                 "log.level",
@@ -762,18 +803,50 @@ fn deserialize_toml<T: serde::de::DeserializeOwned>(text: &str, source_name: &st
         }
         // One line: the error is also logged, and a reload's log line must not break in two.
         why = why.lines().map(str::trim).collect::<Vec<_>>().join("; ");
+        let mut at_key = None;
         if let Some(span) = inner.span() {
-            let before = &text[..span.start.min(text.len())];
+            let before = text.get(..span.start).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             why.push_str(&format!(" (line {line}, column {column})"));
+            at_key = key_at(text, before.len());
         }
+        let key = match key.as_str() {
+            // An error of the TOML syntax (a number beyond 64 bits, say) has no path: read it off the text.
+            "." => at_key.unwrap_or_else(|| "(top level)".into()),
+            _ => key,
+        };
         ConfigError {
             source_name: source_name.into(),
-            key: if key == "." { "(top level)".into() } else { key },
+            key,
             why,
         }
     })
+}
+
+/// The key the TOML text at byte `offset` belongs to, read off the text: the key on its line (or,
+/// inside a value written over several lines, the key above it began with) under the `[table]`
+/// header above. `None` at the top level without a key, or on a header's own line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let mut lines = text[..line_end].lines().rev().map(str::trim);
+    if lines.clone().next().is_some_and(|line| line.starts_with('[')) {
+        return None;
+    }
+    let mut key = None;
+    for line in lines.by_ref() {
+        if line.starts_with('[') {
+            let table = line.trim_start_matches('[').split(']').next().unwrap_or("").trim();
+            return Some(key.map_or_else(|| table.to_string(), |key| format!("{table}.{key}")));
+        }
+        if key.is_none() && !line.starts_with('#') {
+            key = line
+                .split_once('=')
+                .map(|(key, _)| key.trim())
+                .filter(|key| !key.is_empty());
+        }
+    }
+    key.map(str::to_string)
 }
 
 /// Where the config comes from: `--config`, else `HATCHET_RUN_METRICS_CONFIG`, else the defaults.
@@ -937,6 +1010,39 @@ mod tests {
                 "one place",
             ),
             ("[thresholds]\nevaluation_interval = \"1ms\"", "thresholds.evaluation_interval", "at least"),
+            ("[kafka]\ncommit_interval = \"100000000h\"", "kafka.commit_interval", "between 100ms and 24h"),
+            ("[kafka]\nstatistics_interval = \"30d\"", "kafka.statistics_interval", "between 100ms and 24h"),
+            ("[kafka]\nstatistics_interval = \"50ms\"", "kafka.statistics_interval", "between 100ms and 24h"),
+            (
+                "[kafka.properties]\n\"sasl.pasword\" = \"hunter2\"",
+                "kafka.properties.\"sasl.pasword\"",
+                "no such property",
+            ),
+            (
+                "[kafka.properties]\n\"session.timeout.ms\" = \"soon\"",
+                "kafka.properties.\"session.timeout.ms\"",
+                "librdkafka refuses \"soon\": Invalid value",
+            ),
+            (
+                "[kafka.properties]\n\"auto.offset.reset\" = \"newest\"",
+                "kafka.properties.\"auto.offset.reset\"",
+                "newest",
+            ),
+            ("[kafka]\ngroup_id = \"a\\u0000b\"", "kafka.group_id", "NUL"),
+            ("[kafka]\nbrokers = \"k1:9092\\u0000\"", "kafka.brokers", "NUL"),
+            ("[kafka]\ntopics = [\"a\", \"b\\u0000\"]", "kafka.topics[1]", "NUL"),
+            ("[kafka.properties]\n\"client.id\" = \"x\\u0000\"", "kafka.properties.\"client.id\"", "NUL"),
+            ("[kafka]\nmax_message_bytes = 99999999999999999999", "kafka.max_message_bytes", "too large"),
+            ("[metrics]\nmax_workflows = -99999999999999999999", "metrics.max_workflows", "too small"),
+            (
+                "[kafka]\n[metrics]\n# x = 1\nquantiles = [\n  0.5,\n  # big\n  99999999999999999999,\n]",
+                "metrics.quantiles",
+                "line 7, column 3",
+            ),
+            ("[[thresholds.overrides]]\nworkflow = \"a\"\nruns_in_flight = { max = 99999999999999999999 }", "thresholds.overrides.runs_in_flight", "too large"),
+            ("max_workflows = 99999999999999999999", "max_workflows", "too large"),
+            ("[log]\nlevel = \"\"", "log.level", "names no level"),
+            ("[log]\nlevel = \" , \"", "log.level", "names no level"),
         ];
         for (text, key, why) in cases {
             let err = refused(text);
@@ -952,6 +1058,18 @@ mod tests {
                 "{text:?}: why {:?} should contain {why:?}",
                 err.why
             );
+        }
+    }
+
+    #[test]
+    fn refused_kafka_properties_never_quote_a_secret() {
+        for text in [
+            "[kafka.properties]\n\"sasl.pasword\" = \"hunter2-secret\"",
+            "[kafka.properties]\n\"sasl.oauthbearer.method\" = \"hunter2-secret\"",
+        ] {
+            let err = refused(text);
+            assert!(err.key.starts_with("kafka.properties.\"sasl."), "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
         }
     }
 

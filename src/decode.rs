@@ -2,12 +2,15 @@
 //!
 //! The hot path is a single borrowing `serde_json` pass into the model (no `Value` tree, the opaque
 //! `input`/`output`/`additionalMetadata` kept as raw text) followed by cheap checks. Only when that
-//! pass fails do we re-read the message slowly to say *why* ([`classify`]): rejections are rare, so
-//! their cost does not matter, while the error type on the hot path stays a small `Copy` value plus
-//! a detail string built only for rejected messages.
+//! pass fails do we read the message a second time to say *why* ([`classify`]): rejections are
+//! rare, so that time does not matter, but their memory does (anyone who can produce to the topic
+//! chooses them), so the second look streams too and keeps nothing but a verdict per field. The
+//! error type on the hot path stays a small `Copy` value plus a detail string built only for
+//! rejected messages, short whatever the message holds: a detail quotes at most the start of a
+//! value and never exceeds [`MAX_DETAIL_BYTES`].
 
 use crate::model::{V1TaskStatus, V1WorkflowRun};
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
 /// Why a message was rejected. A small fixed set: each is a value of the `reason` label of
@@ -63,10 +66,58 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
+    /// The detail is cut at [`MAX_DETAIL_BYTES`] as it is written: whatever it quotes (serde_json's
+    /// own messages quote values too), a rejection's log line stays short.
     fn new(reason: RejectReason, detail: impl fmt::Display) -> DecodeError {
+        let mut capped = CappedText(String::new());
+        if fmt::write(&mut capped, format_args!("{detail}")).is_err() {
+            capped.0.push_str(CUT_MARK);
+        }
         DecodeError {
             reason,
-            detail: detail.to_string(),
+            detail: capped.0,
+        }
+    }
+}
+
+/// The most a rejection's detail holds, in bytes (a log field: the log's rate limit counts lines).
+pub const MAX_DETAIL_BYTES: usize = 512;
+
+/// How many characters of a message's own text a detail quotes.
+const QUOTED_CHARS: usize = 64;
+
+/// Ends a detail that was cut at [`MAX_DETAIL_BYTES`].
+const CUT_MARK: &str = "... (cut)";
+
+/// Text that refuses to grow past [`MAX_DETAIL_BYTES`] (less room for [`CUT_MARK`]): the write
+/// that would pass it is cut at a char boundary and fails, which ends the formatting early.
+struct CappedText(String);
+
+impl fmt::Write for CappedText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = (MAX_DETAIL_BYTES - CUT_MARK.len()).saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.0.push_str(&s[..cut]);
+        Err(fmt::Error)
+    }
+}
+
+/// Message text as a detail quotes it: in quotes and escaped like `{:?}`, and past
+/// [`QUOTED_CHARS`] characters only its start, with its full length.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.0.char_indices().nth(QUOTED_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
         }
     }
 }
@@ -185,13 +236,13 @@ fn validate(run: V1WorkflowRun<'_>) -> Result<RunUpdate<'_>, DecodeError> {
     let tenant = Uuid128::parse(&run.tenant_id).ok_or_else(|| {
         DecodeError::new(
             RejectReason::InvalidField,
-            format_args!("tenantId {:?} is not a UUID", run.tenant_id),
+            format_args!("tenantId {} is not a UUID", Quoted(&run.tenant_id)),
         )
     })?;
     let workflow = Uuid128::parse(&run.workflow_id).ok_or_else(|| {
         DecodeError::new(
             RejectReason::InvalidField,
-            format_args!("workflowId {:?} is not a UUID", run.workflow_id),
+            format_args!("workflowId {} is not a UUID", Quoted(&run.workflow_id)),
         )
     })?;
     for (name, raw) in [
@@ -248,27 +299,40 @@ const FIELDS: [(&str, Expect, bool); 16] = [
     ("payloadsRestricted", Expect::Bool, false),
 ];
 
-/// Finds why the fast pass refused a message. Cold path: builds a `Value` tree on purpose.
+/// The fields of `metadata`, all required, as a rejection names them.
+const META_FIELDS: [(&str, &str, Expect); 3] = [
+    ("id", "metadata.id", Expect::String),
+    ("createdAt", "metadata.createdAt", Expect::Timestamp),
+    ("updatedAt", "metadata.updatedAt", Expect::Timestamp),
+];
+
+/// Finds why the fast pass refused a message, in one streaming pass that keeps nothing of the
+/// message but a verdict per known field: a rejected message must cost no more memory than an
+/// accepted one (a `Value` tree of a large `input` costs many times the message).
+///
+/// The verdicts are those a whole-document look would give: invalid JSON anywhere wins, then the
+/// first field of [`FIELDS`] at fault (the last occurrence of a repeated key counts).
 fn classify(bytes: &[u8], fast_error: Option<&serde_json::Error>) -> DecodeError {
-    let doc: Value = match serde_json::from_slice(bytes) {
-        Ok(doc) => doc,
+    use serde::Deserialize;
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let look = Look::deserialize(&mut deserializer).and_then(|look| deserializer.end().map(|()| look));
+    let fields = match look {
         Err(e) => return DecodeError::new(RejectReason::InvalidJson, e),
+        Ok(Look::NotAnObject(kind)) => {
+            return DecodeError::new(
+                RejectReason::NotAnObject,
+                format_args!("top level is {}", kind.as_str()),
+            )
+        }
+        Ok(Look::Object(fields)) => fields,
     };
-    let Some(object) = doc.as_object() else {
-        return DecodeError::new(RejectReason::NotAnObject, format_args!("top level is {}", kind(&doc)));
-    };
-    for (name, expect, required) in FIELDS {
-        let problem = match object.get(name) {
-            None if required => Some(DecodeError::new(
-                RejectReason::MissingField,
-                format_args!("{name} is missing"),
-            )),
-            None => None,
-            Some(Value::Null) if !required => None,
-            Some(value) => check(name, expect, value),
-        };
-        if let Some(problem) = problem {
-            return problem;
+    for ((name, _, required), verdict) in FIELDS.into_iter().zip(*fields) {
+        match verdict {
+            Verdict::Absent if required => {
+                return DecodeError::new(RejectReason::MissingField, format_args!("{name} is missing"))
+            }
+            Verdict::Wrong(problem) => return problem,
+            Verdict::Absent | Verdict::Fine => {}
         }
     }
     // Serde refused something this table does not describe (a duplicate key, say): say what it said.
@@ -278,78 +342,291 @@ fn classify(bytes: &[u8], fast_error: Option<&serde_json::Error>) -> DecodeError
     }
 }
 
-fn check(name: &str, expect: Expect, value: &Value) -> Option<DecodeError> {
-    let wrong = |what: &str| {
-        Some(DecodeError::new(
-            RejectReason::InvalidField,
-            format_args!("{name} must be {what}, found {}", kind(value)),
-        ))
-    };
-    match expect {
-        Expect::String => (!value.is_string()).then(|| wrong("a string")).flatten(),
-        Expect::Bool => (!value.is_boolean()).then(|| wrong("a boolean")).flatten(),
-        Expect::Integer => (value.as_i64().is_none()).then(|| wrong("an integer")).flatten(),
-        Expect::Object => (!value.is_object()).then(|| wrong("an object")).flatten(),
-        Expect::Timestamp => match value.as_str() {
-            None => wrong("an RFC 3339 timestamp"),
-            Some(text) => crate::model::timestamp::parse_rfc3339(text).is_none().then(|| {
-                DecodeError::new(
-                    RejectReason::InvalidField,
-                    format_args!("{name} {text:?} is not an RFC 3339 timestamp"),
-                )
-            }),
-        },
-        Expect::Status => match value.as_str() {
-            None => wrong("a string"),
-            Some(text) => V1TaskStatus::from_wire(text).is_none().then(|| {
-                DecodeError::new(
-                    RejectReason::UnknownStatus,
-                    format_args!("status {text:?} is not a V1TaskStatus"),
-                )
-            }),
-        },
-        Expect::Meta => {
-            let Some(meta) = value.as_object() else {
-                return wrong("an object");
-            };
-            for (key, expect) in [
-                ("id", Expect::String),
-                ("createdAt", Expect::Timestamp),
-                ("updatedAt", Expect::Timestamp),
-            ] {
-                let problem = match meta.get(key) {
-                    None => Some(DecodeError::new(
-                        RejectReason::MissingField,
-                        format_args!("metadata.{key} is missing"),
-                    )),
-                    Some(v) => check(key, expect, v).map(|mut e| {
-                        e.detail = format!("metadata.{}", e.detail);
-                        e
-                    }),
-                };
-                if problem.is_some() {
-                    return problem;
-                }
-            }
-            None
+/// What the second look found at the top level.
+enum Look {
+    /// A verdict for each of [`FIELDS`], in its order.
+    Object(Box<[Verdict; FIELDS.len()]>),
+    NotAnObject(Kind),
+}
+
+/// One field, as the second look judged it.
+enum Verdict {
+    Absent,
+    Fine,
+    Wrong(DecodeError),
+}
+
+/// The kind of a JSON value, as a rejection names it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    /// A number that fits an `i64`.
+    Integer,
+    /// Any other number.
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Integer | Kind::Number => "a number",
+            Kind::String => "a string",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
         }
     }
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+impl<'de> serde::Deserialize<'de> for Look {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Look, D::Error> {
+        struct LookVisitor;
+        impl<'de> Visitor<'de> for LookVisitor {
+            type Value = Look;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON document")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Look, A::Error> {
+                let names = FIELDS.map(|(name, _, _)| name);
+                let mut verdicts = Box::new([const { Verdict::Absent }; FIELDS.len()]);
+                while let Some(at) = map.next_key_seed(FieldName(&names))? {
+                    match at {
+                        Some(at) => {
+                            let (name, expect, required) = FIELDS[at];
+                            verdicts[at] = map.next_value_seed(Check { name, expect, required })?;
+                        }
+                        None => {
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                }
+                Ok(Look::Object(verdicts))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Look, A::Error> {
+                Skip::visit_seq(Skip, seq)?;
+                Ok(Look::NotAnObject(Kind::Array))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Look, E> {
+                Ok(Look::NotAnObject(Kind::Null))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Look, E> {
+                Ok(Look::NotAnObject(Kind::Bool))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Look, E> {
+                Ok(Look::NotAnObject(Kind::Number))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Look, E> {
+                Ok(Look::NotAnObject(Kind::Number))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Look, E> {
+                Ok(Look::NotAnObject(Kind::Number))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Look, E> {
+                Ok(Look::NotAnObject(Kind::String))
+            }
+        }
+        d.deserialize_any(LookVisitor)
+    }
+}
+
+/// A map key: its index in the given names, `None` for any other key. Never copied.
+struct FieldName<'n>(&'n [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for FieldName<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldName<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|name| *name == key))
+    }
+}
+
+/// Reads one field's value and judges it against what the field must hold, keeping nothing of it:
+/// strings are looked at where they lie, arrays and objects skipped.
+struct Check {
+    name: &'static str,
+    expect: Expect,
+    required: bool,
+}
+
+impl Check {
+    fn judge(&self, kind: Kind) -> Verdict {
+        let fits = match self.expect {
+            _ if kind == Kind::Null && !self.required => true,
+            Expect::String | Expect::Timestamp | Expect::Status => kind == Kind::String,
+            Expect::Integer => kind == Kind::Integer,
+            Expect::Bool => kind == Kind::Bool,
+            Expect::Object | Expect::Meta => kind == Kind::Object,
+        };
+        if fits {
+            return Verdict::Fine;
+        }
+        let what = match self.expect {
+            Expect::String | Expect::Status => "a string",
+            Expect::Timestamp => "an RFC 3339 timestamp",
+            Expect::Integer => "an integer",
+            Expect::Bool => "a boolean",
+            Expect::Object | Expect::Meta => "an object",
+        };
+        Verdict::Wrong(DecodeError::new(
+            RejectReason::InvalidField,
+            format_args!("{} must be {what}, found {}", self.name, kind.as_str()),
+        ))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Check {
+    type Value = Verdict;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Verdict, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check {
+    type Value = Verdict;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Verdict, E> {
+        Ok(self.judge(Kind::Null))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Verdict, E> {
+        Ok(self.judge(Kind::Bool))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Verdict, E> {
+        Ok(self.judge(Kind::Integer))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Verdict, E> {
+        Ok(self.judge(if i64::try_from(v).is_ok() {
+            Kind::Integer
+        } else {
+            Kind::Number
+        }))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Verdict, E> {
+        Ok(self.judge(Kind::Number))
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Verdict, E> {
+        let name = self.name;
+        Ok(match self.expect {
+            Expect::Timestamp if crate::model::timestamp::parse_rfc3339(text).is_none() => {
+                Verdict::Wrong(DecodeError::new(
+                    RejectReason::InvalidField,
+                    format_args!("{name} {} is not an RFC 3339 timestamp", Quoted(text)),
+                ))
+            }
+            Expect::Status if V1TaskStatus::from_wire(text).is_none() => Verdict::Wrong(DecodeError::new(
+                RejectReason::UnknownStatus,
+                format_args!("status {} is not a V1TaskStatus", Quoted(text)),
+            )),
+            _ => self.judge(Kind::String),
+        })
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Verdict, A::Error> {
+        Skip::visit_seq(Skip, seq)?;
+        Ok(self.judge(Kind::Array))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Verdict, A::Error> {
+        if !matches!(self.expect, Expect::Meta) {
+            Skip::visit_map(Skip, map)?;
+            return Ok(self.judge(Kind::Object));
+        }
+        let keys = META_FIELDS.map(|(key, _, _)| key);
+        let mut verdicts = [const { Verdict::Absent }; META_FIELDS.len()];
+        while let Some(at) = map.next_key_seed(FieldName(&keys))? {
+            match at {
+                Some(at) => {
+                    let (_, name, expect) = META_FIELDS[at];
+                    verdicts[at] = map.next_value_seed(Check {
+                        name,
+                        expect,
+                        required: true,
+                    })?;
+                }
+                None => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        for ((_, name, _), verdict) in META_FIELDS.into_iter().zip(verdicts) {
+            match verdict {
+                Verdict::Absent => {
+                    return Ok(Verdict::Wrong(DecodeError::new(
+                        RejectReason::MissingField,
+                        format_args!("{name} is missing"),
+                    )))
+                }
+                Verdict::Wrong(problem) => return Ok(Verdict::Wrong(problem)),
+                Verdict::Fine => {}
+            }
+        }
+        Ok(Verdict::Fine)
+    }
+}
+
+/// Any JSON value, read through and dropped. Unlike `IgnoredAny` it reads numbers as a `Value`
+/// would (one beyond `f64` is refused), so the second look calls invalid exactly what a parse of
+/// the whole document would.
+struct Skip;
+
+impl<'de> serde::Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(Skip)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = Skip;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_key::<Skip>()?.is_some() {
+            map.next_value::<Skip>()?;
+        }
+        Ok(Skip)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const LIMIT: usize = 1 << 20;
 
@@ -616,6 +893,68 @@ mod tests {
             accepted > 1000 && rejected > 1000,
             "accepted {accepted}, rejected {rejected}"
         );
+    }
+
+    fn decode_huge(doc: &Value) -> DecodeError {
+        let bytes = serde_json::to_vec(doc).unwrap();
+        decode(Some(&bytes), usize::MAX).expect_err("rejected")
+    }
+
+    /// A rejection's detail is a log field: what it quotes of a message is cut short, whatever the
+    /// message holds, and the whole detail has a ceiling.
+    #[test]
+    fn details_quote_little_of_a_huge_value() {
+        let huge = "\u{e9}".repeat(5 << 20);
+        let huge_ascii = "7".repeat(10 << 20);
+        for (key, value, reason) in [
+            ("tenantId", huge.as_str(), RejectReason::InvalidField),
+            ("workflowId", &huge, RejectReason::InvalidField),
+            ("status", &huge, RejectReason::UnknownStatus),
+            ("startedAt", &huge_ascii, RejectReason::InvalidField),
+            ("finishedAt", &huge, RejectReason::InvalidField),
+        ] {
+            let err = decode_huge(&with(key, Value::from(value)));
+            assert_eq!(err.reason, reason, "{key}");
+            assert!(
+                err.detail.len() <= MAX_DETAIL_BYTES,
+                "{key}: {} bytes",
+                err.detail.len()
+            );
+            assert!(err.detail.starts_with(key), "{key}: {}", err.detail);
+            assert!(
+                err.detail.contains(&format!("({} bytes)", value.len())),
+                "{key}: {}",
+                err.detail
+            );
+        }
+        let mut doc = base();
+        doc["metadata"]["createdAt"] = Value::from(huge.as_str());
+        let err = decode_huge(&doc);
+        assert!(err.detail.starts_with("metadata.createdAt \"\u{e9}"), "{}", err.detail);
+        assert!(err.detail.len() <= MAX_DETAIL_BYTES);
+        // An unknown field's huge value, broken at its very end.
+        let mut text = serde_json::to_string(&with("somethingNew", Value::from(huge_ascii.as_str()))).unwrap();
+        let at = text.find(&huge_ascii).unwrap() + huge_ascii.len() - 1;
+        text.replace_range(at..at + 1, "\\q");
+        let err = decode(Some(text.as_bytes()), usize::MAX).unwrap_err();
+        assert_eq!(err.reason, RejectReason::InvalidJson, "{err}");
+        assert!(err.detail.len() <= MAX_DETAIL_BYTES, "{} bytes", err.detail.len());
+        // serde_json's own messages quote values whole: the ceiling cuts them, at a char boundary.
+        let serde_error = serde_json::from_str::<u32>(&format!("\"{huge}\"")).unwrap_err();
+        assert!(serde_error.to_string().len() > huge.len());
+        let err = DecodeError::new(RejectReason::InvalidField, serde_error);
+        assert!(
+            err.detail.len() <= MAX_DETAIL_BYTES && err.detail.ends_with("(cut)"),
+            "{}",
+            err.detail
+        );
+        assert!(
+            err.detail.starts_with("invalid type: string \"\u{e9}"),
+            "{}",
+            err.detail
+        );
+        let short = decode_value(&with("tenantId", Value::from("not-a-uuid"))).unwrap_err();
+        assert_eq!(short.detail, "tenantId \"not-a-uuid\" is not a UUID");
     }
 
     #[test]

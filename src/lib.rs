@@ -6,7 +6,8 @@
 //! Data flows one way, and the modules follow it:
 //!
 //! - [`source`]: where messages come from: the Kafka consumer group ([`source::kafka`]: offsets,
-//!   commits, rebalances, consumer health) or a replayed file ([`source::file`]).
+//!   commits, rebalances, consumer health; the librdkafka configuration, checked without a client,
+//!   and which of its values are secrets) or a replayed file ([`source::file`]).
 //! - [`pipeline`]: one message through the stages below; both sources call it.
 //! - [`decode`]: bytes -> a validated [`decode::RunUpdate`], or a typed [`decode::RejectReason`].
 //! - [`model`]: Hatchet's `V1WorkflowRun`, `V1TaskStatus` and `APIResourceMeta`, faithful to the

@@ -127,11 +127,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let mut shown = config.clone();
             for (key, value) in &mut shown.kafka.properties {
-                if ["password", "secret", "key"].iter().any(|word| key.contains(word)) {
-                    *value = "<redacted>".into();
+                if kafka::is_secret(key) {
+                    *value = kafka::REDACTED.into();
                 }
             }
             let thresholds = config.load_thresholds()?;
+            // What librdkafka checks only as `run` creates its consumer.
+            if let Some(why) = kafka::refused_by_client(&config.kafka) {
+                return Err(config::ConfigError {
+                    source_name: (config.loaded_from.as_ref())
+                        .map_or_else(|| "config".into(), |p| p.display().to_string()),
+                    key: "kafka.properties".into(),
+                    why: format!("librdkafka cannot create a consumer with them: {why}"),
+                }
+                .into());
+            }
             println!("config OK");
             println!("{shown:#?}");
             println!(

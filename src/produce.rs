@@ -2,6 +2,7 @@
 //! the tests and the benchmarks. Not part of the service's pipeline.
 
 use crate::events::{KafkaClientError, Telemetry};
+use crate::source::kafka;
 use crate::synthetic::{SyntheticTraffic, TrafficProfile};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -79,11 +80,12 @@ impl Sender {
         for (key, value) in &target.properties {
             config.set(key, value);
         }
+        let context = ProducerLog {
+            telemetry: Telemetry::new(0),
+            undelivered: Default::default(),
+        };
         Ok(Sender {
-            producer: config.create_with_context(ProducerLog {
-                telemetry: Telemetry::new(0),
-                undelivered: Default::default(),
-            })?,
+            producer: (config.create_with_context(context)).map_err(|error| kafka::redacted(error, &config))?,
             topic: target.topic.to_string(),
             summary: ProduceSummary::default(),
             started: Instant::now(),

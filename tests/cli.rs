@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::process::Command;
+use std::time::Duration;
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(unique_name(name));
@@ -306,4 +307,149 @@ fn thresholds_explain_names_the_winning_rule_and_where_each_field_came_from() {
     ]);
     assert!(!bad_tenant.status.success());
     assert!(String::from_utf8_lossy(&bad_tenant.stderr).contains("not a UUID"));
+}
+
+/// `hatchet-run-metrics ARGS` like [`binary`], killed if still running after `limit`.
+fn binary_for_at_most(args: &[&str], limit: Duration) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hatchet-run-metrics"))
+        .args(args)
+        .env_remove("HATCHET_RUN_METRICS_CONFIG")
+        .env_remove("HATCHET_RUN_METRICS_BROKERS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("output")
+}
+
+fn all_output(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn secrets_never_appear_in_check_config_or_run_output() {
+    // A typo of a secret's name is refused by both commands, naming the key, never the value.
+    let typo = temp_file(
+        "typo.toml",
+        "[kafka.properties]\n\"sasl.pasword\" = \"hunter2-secret\"\n",
+    );
+    for command in ["check-config", "run"] {
+        let output = binary_for_at_most(&[command, "--config", typo.to_str().unwrap()], Duration::from_secs(30));
+        let said = all_output(&output);
+        assert!(!output.status.success(), "{command}: {said}");
+        assert!(said.contains("kafka.properties.\"sasl.pasword\""), "{command}: {said}");
+        assert!(!said.contains("hunter2"), "{command}: {said}");
+    }
+    // Secrets that librdkafka takes are shown redacted, by name.
+    let secrets = temp_file(
+        "secrets.toml",
+        "[kafka.properties]\n\"sasl.password\" = \"pw-hunter2\"\n\
+         \"sasl.oauthbearer.config\" = \"principal=svc extension_x=oauth-hunter2\"\n\
+         \"ssl.key.password\" = \"key-hunter2\"\n\"client.id\" = \"shown-in-clear\"\n",
+    );
+    let output = binary(&["check-config", "--config", secrets.to_str().unwrap()]);
+    let said = all_output(&output);
+    assert!(output.status.success(), "{said}");
+    for name in [
+        "sasl.password",
+        "sasl.oauthbearer.config",
+        "ssl.key.password",
+        "shown-in-clear",
+    ] {
+        assert!(said.contains(name), "{name}: {said}");
+    }
+    assert!(!said.contains("hunter2"), "{said}");
+}
+
+/// Whatever `check-config` accepts, `run` starts with; whatever it refuses, `run` refuses with the
+/// same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_and_run_agree() {
+    let brokers = shared_brokers();
+    let topic = unique_name("cli-inputs");
+    create_topic(&brokers, &topic, 1).await;
+    let config = |kafka: &str, rest: &str| {
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\n{kafka}\n{rest}\n",
+            brokers = brokers,
+            topic = topic
+        )
+    };
+    let group = unique_name("group");
+    let good = config(
+        &format!("group_id = \"{group}\"\ncommit_interval = \"24h\"\nstatistics_interval = \"1s\""),
+        "[kafka.properties]\n\"client.id\" = \"hrm-cli-test\"\n\"fetch.wait.max.ms\" = \"100\"\n[log]\nlevel = \"info\"",
+    );
+    let file = temp_file("good.toml", &good);
+    let checked = binary(&["check-config", "--config", file.to_str().unwrap()]);
+    assert!(checked.status.success(), "{}", all_output(&checked));
+    let service = Service::start(&good);
+    service.wait_until("it logs `consuming`", Duration::from_secs(30), || {
+        service.log_text().contains("consuming")
+    });
+    service.wait_until(
+        "it is ready (a partition assigned, a broker up)",
+        Duration::from_secs(60),
+        || service.get("/readyz").is_ok_and(|(status, _)| status == 200),
+    );
+    drop(service);
+
+    for (kafka, rest, key) in [
+        ("commit_interval = \"100000000h\"", "", "kafka.commit_interval"),
+        ("statistics_interval = \"30d\"", "", "kafka.statistics_interval"),
+        ("group_id = \"a\\u0000b\"", "", "kafka.group_id"),
+        (
+            "max_message_bytes = 99999999999999999999",
+            "",
+            "kafka.max_message_bytes",
+        ),
+        (
+            "",
+            "[kafka.properties]\n\"fetch.wait.max.mz\" = \"100\"",
+            "kafka.properties.\"fetch.wait.max.mz\"",
+        ),
+        (
+            "",
+            "[kafka.properties]\n\"fetch.wait.max.ms\" = \"soon\"",
+            "kafka.properties.\"fetch.wait.max.ms\"",
+        ),
+        ("", "[log]\nlevel = \"\"", "log.level"),
+    ] {
+        let file = temp_file("refused.toml", &config(kafka, rest));
+        for command in ["check-config", "run"] {
+            let output = binary_for_at_most(&[command, "--config", file.to_str().unwrap()], Duration::from_secs(30));
+            let said = all_output(&output);
+            assert!(!output.status.success(), "{command} accepted {kafka}{rest}: {said}");
+            assert!(
+                said.contains(&format!("key `{key}`")),
+                "{command}, {kafka}{rest}: {said}"
+            );
+        }
+    }
+    // What librdkafka checks only as a client is created: check-config creates one, unconnected.
+    let gssapi = config(
+        "",
+        "[kafka.properties]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanisms\" = \"GSSAPI\"\n\
+         \"sasl.password\" = \"gss-hunter2\"",
+    );
+    let file = temp_file("gssapi.toml", &gssapi);
+    for command in ["check-config", "run"] {
+        let output = binary_for_at_most(&[command, "--config", file.to_str().unwrap()], Duration::from_secs(30));
+        let said = all_output(&output);
+        assert!(!output.status.success(), "{command} accepted GSSAPI: {said}");
+        assert!(
+            said.contains("No provider for SASL mechanism GSSAPI"),
+            "{command}: {said}"
+        );
+        assert!(!said.contains("hunter2"), "{command}: {said}");
+    }
 }
