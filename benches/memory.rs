@@ -20,14 +20,13 @@ use hatchet_run_metrics::aggregate::lifecycle::{LifecycleLimits, RunLifecycle};
 use hatchet_run_metrics::aggregate::outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits};
 use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::Config;
-use hatchet_run_metrics::decode::{decode, RunKey};
-use hatchet_run_metrics::events::{MessageOrigin, Telemetry};
+use hatchet_run_metrics::decode::decode;
+use hatchet_run_metrics::events::MessageOrigin;
 use hatchet_run_metrics::exporter::{exposition, WindowEnd};
+use hatchet_run_metrics::ids::RunKey;
 use hatchet_run_metrics::model::V1TaskStatus;
-use hatchet_run_metrics::pipeline::Pipeline;
+use hatchet_run_metrics::service::Service;
 use hatchet_run_metrics::sizing;
-use hatchet_run_metrics::thresholds::evaluate::ThresholdEvaluator;
-use std::sync::Arc;
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -200,15 +199,8 @@ fn flood_every_cap() {
     let now = chrono::Utc::now();
     let now_nanos = now.timestamp_nanos_opt().unwrap_or(0);
     let before = rss_bytes();
-    let pipeline = Pipeline::new(
-        Aggregator::new(config.aggregate_settings(), Clock::Wall),
-        Arc::new(Telemetry::new(0)),
-        config.kafka.max_message_bytes,
-    );
-    *pipeline.thresholds() = ThresholdEvaluator::new(
-        config.load_thresholds().expect("valid thresholds"),
-        config.thresholds.evaluation_interval,
-    );
+    let service = Service::new(&config, Clock::Wall).expect("valid config");
+    let pipeline = service.pipeline();
     let workflows = config.metrics.max_workflows as u64;
     let name = "n".repeat(config.metrics.max_label_value_bytes + 20);
     let origin = MessageOrigin::File { path: "flood", line: 0 };
@@ -250,10 +242,10 @@ fn flood_every_cap() {
             }
         }
     }
-    pipeline.evaluate_thresholds(now_nanos);
+    service.evaluate_thresholds(now_nanos);
     let flooded = rss_bytes();
     let pages: Vec<String> = (0..config.http.max_pages)
-        .map(|_| exposition(&pipeline, WindowEnd::At(now_nanos)))
+        .map(|_| exposition(&service, WindowEnd::At(now_nanos)))
         .collect();
     let rendered = rss_bytes();
     let (series_count, windows, tracked, remembered) = {

@@ -10,8 +10,9 @@ use crate::aggregate::label_value::{self, MIN_LABEL_VALUE_BYTES};
 use crate::aggregate::lifecycle::LifecycleLimits;
 use crate::aggregate::metadata_labels::MAX_METADATA_LABELS;
 use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings, TimestampLimits};
-use crate::decode::Uuid128;
+use crate::ids::Uuid128;
 use crate::model::V1TaskStatus;
+use crate::setting::parse_duration;
 use crate::thresholds::{OverrideSpec, ThresholdSet, Thresholds, ThresholdsFile, TrackedWindows};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -19,15 +20,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A config that cannot be used, with where and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{source_name}: key `{key}`: {why}")]
-pub struct ConfigError {
-    /// The file, or the environment variable, the value came from.
-    pub source_name: String,
-    pub key: String,
-    pub why: String,
-}
+pub use crate::setting::ConfigError;
+
+pub mod kafka;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,7 +66,7 @@ pub struct KafkaConfig {
     /// unless set here, the service uses `auto.offset.reset = "earliest"` and
     /// `fetch.queue.backoff.ms = "5"`. The keys this service manages itself are refused, and so is
     /// any name or value librdkafka refuses (checked at validation, without connecting). The value
-    /// of a secret (see `source::kafka::is_secret`) is never printed.
+    /// of a secret (see `config::kafka::is_secret`) is never printed.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -314,26 +309,21 @@ fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error>
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"5m\" or \"1h\" ({e})"))
-}
-
-/// Window lengths must parse, lie between 1s and 31 days, and not repeat: `(key, why)` if not.
-fn window_lengths(key: &str, windows: &[String]) -> Result<Vec<(String, i64)>, (String, String)> {
+/// Window lengths must parse, lie between 1s and 31 days, and not repeat.
+fn window_lengths(key: &str, windows: &[String]) -> Result<Vec<(String, i64)>, ConfigError> {
     if windows.is_empty() {
-        return Err((key.to_string(), "must list at least one window".into()));
+        return Err(ConfigError::at(key, "must list at least one window"));
     }
     let mut lengths: Vec<(String, i64)> = Vec::new();
     for (i, text) in windows.iter().enumerate() {
         let at = format!("{key}[{i}]");
-        let length = parse_duration(text).map_err(|why| (at.clone(), why))?;
+        let length = parse_duration(text).map_err(|why| ConfigError::at(&at, why))?;
         if length < Duration::from_secs(1) || length > Duration::from_secs(31 * 86400) {
-            return Err((at, format!("{text:?} must lie between 1s and 31 days")));
+            return Err(ConfigError::at(at, format!("{text:?} must lie between 1s and 31 days")));
         }
         let nanos = i64::try_from(length.as_nanos()).unwrap_or(i64::MAX);
         if lengths.iter().any(|(_, l)| *l == nanos) {
-            return Err((at, format!("{text:?} repeats an earlier window")));
+            return Err(ConfigError::at(at, format!("{text:?} repeats an earlier window")));
         }
         lengths.push((text.trim().to_string(), nanos));
     }
@@ -404,11 +394,10 @@ impl Config {
                     default: self.thresholds.default.clone(),
                     overrides: self.thresholds.overrides.clone(),
                 };
-                Thresholds::from_file(&inline, "thresholds.", &tracked).map_err(|(key, why)| ConfigError {
-                    source_name: (self.loaded_from.as_ref())
-                        .map_or_else(|| "config".into(), |p| p.display().to_string()),
-                    key,
-                    why,
+                Thresholds::from_file(&inline, "thresholds.", &tracked).map_err(|e| {
+                    e.in_source(
+                        (self.loaded_from.as_ref()).map_or_else(|| "config".into(), |p| p.display().to_string()),
+                    )
                 })
             }
             Some(path) => {
@@ -419,11 +408,7 @@ impl Config {
                     why: format!("cannot read it (named by thresholds.file): {e}"),
                 })?;
                 let file: ThresholdsFile = deserialize_toml(&text, &name)?;
-                Thresholds::from_file(&file, "", &tracked).map_err(|(key, why)| ConfigError {
-                    source_name: name,
-                    key,
-                    why,
-                })
+                Thresholds::from_file(&file, "", &tracked).map_err(|e| e.in_source(name))
             }
         }
     }
@@ -485,13 +470,7 @@ impl Config {
     }
 
     fn validate(&self, source_name: &str) -> Result<(), ConfigError> {
-        let fail = |key: &str, why: String| {
-            Err(ConfigError {
-                source_name: source_name.into(),
-                key: key.into(),
-                why,
-            })
-        };
+        let fail = |key: &str, why: String| Err(ConfigError::at(key, why).in_source(source_name));
         if self.kafka.brokers.trim().is_empty() {
             return fail("kafka.brokers", "must name at least one broker (host:port)".into());
         }
@@ -542,8 +521,8 @@ impl Config {
                 );
             }
         }
-        if let Some((key, why)) = crate::source::kafka::refused_setting(&self.kafka) {
-            return fail(&key, why);
+        if let Some(refused) = kafka::refused_setting(&self.kafka) {
+            return Err(refused.in_source(source_name));
         }
         for (key, buckets) in [
             (
@@ -605,13 +584,10 @@ impl Config {
         if self.metrics.idle_expiry < Duration::from_secs(60) {
             return fail("metrics.idle_expiry", "must be at least 1m".into());
         }
-        if let Err((key, why)) = window_lengths("metrics.failure_ratio_windows", &self.metrics.failure_ratio_windows) {
-            return fail(&key, why);
-        }
+        window_lengths("metrics.failure_ratio_windows", &self.metrics.failure_ratio_windows)
+            .map_err(|e| e.in_source(source_name))?;
         if let Some(windows) = &self.metrics.quantile_windows {
-            if let Err((key, why)) = window_lengths("metrics.quantile_windows", windows) {
-                return fail(&key, why);
-            }
+            window_lengths("metrics.quantile_windows", windows).map_err(|e| e.in_source(source_name))?;
         }
         for (i, q) in self.metrics.quantiles.iter().enumerate() {
             if !(0.0..=1.0).contains(q) {

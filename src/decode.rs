@@ -9,6 +9,7 @@
 //! rejected messages, short whatever the message holds: a detail quotes at most the start of a
 //! value and never exceeds [`MAX_DETAIL_BYTES`].
 
+use crate::ids::{RunKey, Uuid128};
 use crate::model::{V1TaskStatus, V1WorkflowRun};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::fmt;
@@ -118,76 +119,6 @@ impl fmt::Display for Quoted<'_> {
         match self.0.char_indices().nth(QUOTED_CHARS) {
             None => write!(f, "{:?}", self.0),
             Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
-        }
-    }
-}
-
-/// Hexadecimal digit values; `0x80` marks a byte that is not one.
-const HEX: [u8; 256] = {
-    let mut table = [0x80u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        table[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
-
-/// A UUID as 128 bits: the cheap, allocation-free key for tenants and workflows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uuid128(pub u128);
-
-impl Uuid128 {
-    /// Parses the canonical 8-4-4-4-12 hexadecimal form (either case).
-    pub fn parse(text: &str) -> Option<Uuid128> {
-        let b = text.as_bytes();
-        if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
-            return None;
-        }
-        let mut value: u128 = 0;
-        let mut invalid = 0u8;
-        for &c in b[0..8]
-            .iter()
-            .chain(&b[9..13])
-            .chain(&b[14..18])
-            .chain(&b[19..23])
-            .chain(&b[24..36])
-        {
-            let nibble = HEX[usize::from(c)];
-            invalid |= nibble;
-            value = (value << 4) | u128::from(nibble & 0x0f);
-        }
-        (invalid & 0x80 == 0).then_some(Uuid128(value))
-    }
-}
-
-/// A run's identity for remembering outcomes: the UUID's bits when `metadata.id` is a UUID (it
-/// always is from Hatchet), else a 128-bit hash of the text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RunKey(pub u128);
-
-impl RunKey {
-    pub fn of(id: &str) -> RunKey {
-        match Uuid128::parse(id) {
-            Some(uuid) => RunKey(uuid.0),
-            None => {
-                use std::hash::{BuildHasher, Hasher};
-                // Fixed keys: one id gives one key for the life of the process (nothing is persisted).
-                let hash = |seed: u64| {
-                    let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                        .build_hasher();
-                    h.write_u64(seed);
-                    h.write(id.as_bytes());
-                    h.finish()
-                };
-                RunKey((u128::from(hash(0x68617463)) << 64) | u128::from(hash(0x72756e73)))
-            }
         }
     }
 }

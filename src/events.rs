@@ -4,9 +4,8 @@
 //! The self-metrics live in a `prometheus::Registry` owned by [`Telemetry`]; the workflow metrics
 //! are rendered by `exporter` from the aggregation and appended to them on scrape.
 
-use crate::config::ConfigError;
 use crate::decode::{DecodeError, RejectReason};
-use crate::thresholds::evaluate::Transition;
+use crate::setting::ConfigError;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::collections::HashMap;
 use std::fmt;
@@ -442,38 +441,49 @@ impl KafkaClientError<'_> {
 
 /// A workflow went into or out of breach of a threshold: one warning per transition.
 pub struct ThresholdTransitioned<'a> {
-    pub transition: &'a Transition,
+    pub tenant: &'a str,
+    pub workflow: &'a str,
+    /// The kind of threshold (`failure_ratio`...).
+    pub threshold: &'a str,
+    /// The rule in force (`default`, an override's name).
+    pub rule: &'a str,
+    pub breached: bool,
+    pub observed: Option<f64>,
+    pub limit: f64,
+    /// The condition in words (going into breach).
+    pub condition: &'a str,
+    /// Why it ended, when not because the value came back under the limit.
+    pub cause: Option<&'a str>,
 }
 
 impl ThresholdTransitioned<'_> {
     pub fn emit(self, telemetry: &Telemetry) {
-        let t = self.transition;
-        let to = if t.breached { "breached" } else { "normal" };
+        let to = if self.breached { "breached" } else { "normal" };
         telemetry
             .threshold_transitions
-            .with_label_values(&[t.kind.as_str(), to])
+            .with_label_values(&[self.threshold, to])
             .inc();
-        let observed = t.observed.map_or_else(|| "none".to_string(), |v| format!("{v}"));
-        if t.breached {
+        let observed = self.observed.map_or_else(|| "none".to_string(), |v| format!("{v}"));
+        if self.breached {
             tracing::warn!(
-                tenant_id = %t.tenant,
-                workflow = %t.workflow,
-                threshold = t.kind.as_str(),
-                rule = %t.rule,
+                tenant_id = %self.tenant,
+                workflow = %self.workflow,
+                threshold = self.threshold,
+                rule = %self.rule,
                 observed = %observed,
-                limit = t.limit,
-                condition = %t.condition,
+                limit = self.limit,
+                condition = %self.condition,
                 "threshold breached"
             );
         } else {
             tracing::warn!(
-                tenant_id = %t.tenant,
-                workflow = %t.workflow,
-                threshold = t.kind.as_str(),
-                rule = %t.rule,
+                tenant_id = %self.tenant,
+                workflow = %self.workflow,
+                threshold = self.threshold,
+                rule = %self.rule,
                 observed = %observed,
-                limit = t.limit,
-                cause = t.cause.unwrap_or("back within the limit"),
+                limit = self.limit,
+                cause = self.cause.unwrap_or("back within the limit"),
                 "threshold no longer breached"
             );
         }

@@ -2,18 +2,18 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use hatchet_run_metrics::aggregate::{Aggregator, Clock};
+use hatchet_run_metrics::aggregate::Clock;
 use hatchet_run_metrics::config::{self, Config};
-use hatchet_run_metrics::decode::Uuid128;
-use hatchet_run_metrics::events::Telemetry;
 use hatchet_run_metrics::exporter::{self, http, WindowEnd};
-use hatchet_run_metrics::pipeline::{now_nanos, Pipeline};
+use hatchet_run_metrics::ids::Uuid128;
+use hatchet_run_metrics::pipeline::now_nanos;
 use hatchet_run_metrics::produce::{self, ProduceTarget};
 use hatchet_run_metrics::reload::{self, ConfigWatch};
+use hatchet_run_metrics::service::Service;
 use hatchet_run_metrics::sizing;
 use hatchet_run_metrics::source::{file, kafka};
 use hatchet_run_metrics::synthetic::TrafficProfile;
-use hatchet_run_metrics::thresholds::{self, evaluate::ThresholdEvaluator};
+use hatchet_run_metrics::thresholds;
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,13 +127,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let mut shown = config.clone();
             for (key, value) in &mut shown.kafka.properties {
-                if kafka::is_secret(key) {
-                    *value = kafka::REDACTED.into();
+                if config::kafka::is_secret(key) {
+                    *value = config::kafka::REDACTED.into();
                 }
             }
             let thresholds = config.load_thresholds()?;
             // What librdkafka checks only as `run` creates its consumer.
-            if let Some(why) = kafka::refused_by_client(&config.kafka) {
+            if let Some(why) = config::kafka::refused_by_client(&config.kafka) {
                 return Err(config::ConfigError {
                     source_name: (config.loaded_from.as_ref())
                         .map_or_else(|| "config".into(), |p| p.display().to_string()),
@@ -160,7 +160,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if thresholds.is_empty() {
                 tracing::warn!("no thresholds are configured: the rules file has no rules");
             }
-            for (rule, threshold, why) in thresholds::rules::quantile_limit_problems(&thresholds, &config) {
+            for (rule, threshold, why) in thresholds::rules::quantile_limit_problems(
+                &thresholds,
+                &config.metrics.duration_buckets_seconds,
+                &config.metrics.queue_buckets_seconds,
+            ) {
                 tracing::warn!(rule = %rule, threshold = threshold.kind.as_str(), max = threshold.max, "{why}");
             }
             let text = thresholds::rules::alerting_rules(&thresholds);
@@ -200,27 +204,15 @@ fn init_tracing(level: &str) {
         .init();
 }
 
-fn new_pipeline(config: &Config, clock: Clock) -> Pipeline {
-    let telemetry = Arc::new(Telemetry::new(config.log.rejected_messages_per_second));
-    Pipeline::new(
-        Aggregator::new(config.aggregate_settings(), clock),
-        telemetry,
-        config.kafka.max_message_bytes,
-    )
-}
-
 fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let pipeline = new_pipeline(&config, Clock::Wall);
-        let thresholds = config.load_thresholds()?;
+        let service = Service::new(&config, Clock::Wall)?;
         tracing::info!(
-            rules = thresholds.rules.len(),
+            rules = service.thresholds().thresholds().rules.len(),
             evaluation_interval = ?config.thresholds.evaluation_interval,
             "thresholds loaded"
         );
-        *pipeline.thresholds() = ThresholdEvaluator::new(thresholds, config.thresholds.evaluation_interval);
-        let health = Arc::new(kafka::ConsumerHealth::default());
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
@@ -232,15 +224,14 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         let server = tokio::spawn(http::serve(
             listener,
             config.http.clone(),
-            pipeline.clone(),
-            health.clone(),
+            service.clone(),
             until_stopped(stopped.clone()),
         ));
-        tokio::spawn(evaluate_thresholds(pipeline.clone(), until_stopped(stopped.clone())));
+        tokio::spawn(evaluate_thresholds(service.clone(), until_stopped(stopped.clone())));
         match path {
             Some(path) => {
                 let watch = ConfigWatch::new(path, config.clone());
-                tokio::spawn(reload::watch(watch, pipeline.clone(), until_stopped(stopped.clone())));
+                tokio::spawn(reload::watch(watch, service.clone(), until_stopped(stopped.clone())));
             }
             None => {
                 tokio::spawn(ignore_hangups());
@@ -250,7 +241,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             wait_for_signal().await;
             let _ = stop.send(true);
         });
-        kafka::consume(&config.kafka, pipeline, health, until_stopped(stopped))
+        kafka::consume(&config.kafka, &service, until_stopped(stopped))
             .await
             .context("kafka consumer")?;
         server.await.context("http server task")?;
@@ -260,15 +251,15 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Evaluates the thresholds every `thresholds.evaluation_interval` (which a reload may change).
-async fn evaluate_thresholds(pipeline: Pipeline, stop: impl std::future::Future<Output = ()>) {
+async fn evaluate_thresholds(service: Service, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     loop {
-        let interval = pipeline.thresholds().interval();
+        let interval = service.thresholds().interval();
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(interval) => {
-                let pipeline = pipeline.clone();
-                let evaluated = tokio::task::spawn_blocking(move || pipeline.evaluate_thresholds(now_nanos())).await;
+                let service = service.clone();
+                let evaluated = tokio::task::spawn_blocking(move || service.evaluate_thresholds(now_nanos())).await;
                 if let Err(error) = evaluated {
                     tracing::error!(%error, "evaluating the thresholds failed");
                 }
@@ -304,17 +295,17 @@ async fn wait_for_signal() {
 }
 
 fn replay(config: &Config, path: &PathBuf) -> anyhow::Result<()> {
-    let pipeline = new_pipeline(config, Clock::Replay);
+    let service = Service::new(config, Clock::Replay)?;
     let reader = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let name = path.display().to_string();
-    let summary = file::replay(BufReader::new(reader), &name, &pipeline)
+    let summary = file::replay(BufReader::new(reader), &name, service.pipeline())
         .with_context(|| format!("cannot read {}", path.display()))?;
     tracing::info!(
         messages = summary.messages,
         rejected = summary.rejected,
         "replayed {name}"
     );
-    let text = exporter::exposition(&pipeline, WindowEnd::LatestFinished);
+    let text = exporter::exposition(&service, WindowEnd::LatestFinished);
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }

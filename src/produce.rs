@@ -2,7 +2,6 @@
 //! the tests and the benchmarks. Not part of the service's pipeline.
 
 use crate::events::{KafkaClientError, Telemetry};
-use crate::source::kafka;
 use crate::synthetic::{SyntheticTraffic, TrafficProfile};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -85,7 +84,8 @@ impl Sender {
             undelivered: Default::default(),
         };
         Ok(Sender {
-            producer: (config.create_with_context(context)).map_err(|error| kafka::redacted(error, &config))?,
+            producer: (config.create_with_context(context))
+                .map_err(|error| crate::config::kafka::redacted(error, &config))?,
             topic: target.topic.to_string(),
             summary: ProduceSummary::default(),
             started: Instant::now(),

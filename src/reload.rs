@@ -9,7 +9,8 @@
 
 use crate::config::{Config, ConfigError};
 use crate::events::{ConfigReloadFailed, ConfigReloaded};
-use crate::pipeline::{now_nanos, Pipeline};
+use crate::pipeline::now_nanos;
+use crate::service::Service;
 use crate::thresholds::Thresholds;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -60,19 +61,19 @@ impl ConfigWatch {
     }
 
     /// Called every [`POLL_INTERVAL`]: reloads when the files changed and have settled.
-    pub fn poll(&mut self, pipeline: &Pipeline) {
+    pub fn poll(&mut self, service: &Service) {
         let now = self.fingerprint();
         if now == self.seen {
             self.settling = None;
         } else if self.settling == Some(now) {
-            self.reload(pipeline, "file change");
+            self.reload(service, "file change");
         } else {
             self.settling = Some(now);
         }
     }
 
     /// Reads, validates and applies the thresholds; on any error keeps those in force.
-    pub fn reload(&mut self, pipeline: &Pipeline, trigger: &str) {
+    pub fn reload(&mut self, service: &Service, trigger: &str) {
         // Taken before reading: an edit that lands meanwhile is seen as a change at the next look.
         let fingerprint = self.fingerprint();
         let loaded = Config::load(&self.path).and_then(|config| {
@@ -84,19 +85,19 @@ impl ConfigWatch {
             Ok::<(Config, Thresholds), ConfigError>((config, thresholds))
         });
         match loaded {
-            Err(error) => ConfigReloadFailed { trigger, error: &error }.emit(pipeline.telemetry()),
+            Err(error) => ConfigReloadFailed { trigger, error: &error }.emit(service.telemetry()),
             Ok((config, thresholds)) => {
                 let ignored = changed_sections(&self.running, &config);
                 let rules = thresholds.rules.len();
-                (pipeline.thresholds()).replace(thresholds, config.thresholds.evaluation_interval);
+                (service.thresholds()).replace(thresholds, config.thresholds.evaluation_interval);
                 self.running.thresholds = config.thresholds;
                 ConfigReloaded {
                     trigger,
                     rules,
                     ignored_changes: &ignored,
                 }
-                .emit(pipeline.telemetry());
-                pipeline.evaluate_thresholds(now_nanos());
+                .emit(service.telemetry());
+                service.evaluate_thresholds(now_nanos());
             }
         }
         self.seen = fingerprint;
@@ -137,7 +138,7 @@ fn changed_sections(running: &Config, loaded: &Config) -> Vec<&'static str> {
 
 /// Watches for SIGHUP and file changes until `stop` resolves. Reading the files and evaluating
 /// after a reload block, so they run with `block_in_place` (a multi-threaded runtime is needed).
-pub async fn watch(mut config: ConfigWatch, pipeline: Pipeline, stop: impl Future<Output = ()>) {
+pub async fn watch(mut config: ConfigWatch, service: Service, stop: impl Future<Output = ()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => Some(hangup),
@@ -152,9 +153,9 @@ pub async fn watch(mut config: ConfigWatch, pipeline: Pipeline, stop: impl Futur
         tokio::select! {
             _ = &mut stop => return,
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                tokio::task::block_in_place(|| config.reload(&pipeline, "SIGHUP"));
+                tokio::task::block_in_place(|| config.reload(&service, "SIGHUP"));
             }
-            _ = tokio::time::sleep(POLL_INTERVAL) => tokio::task::block_in_place(|| config.poll(&pipeline)),
+            _ = tokio::time::sleep(POLL_INTERVAL) => tokio::task::block_in_place(|| config.poll(&service)),
         }
     }
 }
@@ -162,30 +163,20 @@ pub async fn watch(mut config: ConfigWatch, pipeline: Pipeline, stop: impl Futur
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{Aggregator, Clock};
-    use crate::events::Telemetry;
-    use std::sync::Arc;
+    use crate::aggregate::Clock;
 
-    fn setup(text: &str) -> (PathBuf, ConfigWatch, Pipeline) {
+    fn setup(text: &str) -> (PathBuf, ConfigWatch, Service) {
         let dir = std::env::temp_dir().join(format!("hrm-reload-{}-{}", std::process::id(), text.len()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.toml");
         std::fs::write(&path, text).unwrap();
         let config = Config::load(&path).unwrap();
-        let pipeline = Pipeline::new(
-            Aggregator::new(config.aggregate_settings(), Clock::Wall),
-            Arc::new(Telemetry::new(0)),
-            1 << 20,
-        );
-        *pipeline.thresholds() = crate::thresholds::evaluate::ThresholdEvaluator::new(
-            config.load_thresholds().unwrap(),
-            config.thresholds.evaluation_interval,
-        );
-        (path.clone(), ConfigWatch::new(path, config), pipeline)
+        let service = Service::new(&config, Clock::Wall).unwrap();
+        (path.clone(), ConfigWatch::new(path, config), service)
     }
 
-    fn limit(pipeline: &Pipeline) -> Option<f64> {
-        match pipeline.thresholds().thresholds().rules[0].setting(crate::thresholds::ThresholdKind::FailureRatio) {
+    fn limit(service: &Service) -> Option<f64> {
+        match service.thresholds().thresholds().rules[0].setting(crate::thresholds::ThresholdKind::FailureRatio) {
             Some(crate::thresholds::Setting::Active(t)) => Some(t.max),
             _ => None,
         }
@@ -194,15 +185,15 @@ mod tests {
     #[test]
     fn a_threshold_may_not_use_a_window_that_only_a_restart_would_add() {
         let start = "[metrics]\nfailure_ratio_windows = [\"5m\"]\n[thresholds.default.failure_ratio]\nmax = 0.5\n";
-        let (path, mut watch, pipeline) = setup(start);
+        let (path, mut watch, service) = setup(start);
         std::fs::write(
             &path,
             "[metrics]\nfailure_ratio_windows = [\"5m\", \"10m\"]\n[thresholds.default.failure_ratio]\nmax = 0.2\nwindow = \"10m\"\n",
         )
         .unwrap();
-        watch.reload(&pipeline, "test");
+        watch.reload(&service, "test");
         assert_eq!(
-            limit(&pipeline),
+            limit(&service),
             Some(0.5),
             "refused: the running aggregation has no 10m window"
         );
@@ -211,9 +202,9 @@ mod tests {
             "[metrics]\nfailure_ratio_windows = [\"5m\", \"10m\"]\n[thresholds.default.failure_ratio]\nmax = 0.2\n",
         )
         .unwrap();
-        watch.reload(&pipeline, "test");
+        watch.reload(&service, "test");
         assert_eq!(
-            limit(&pipeline),
+            limit(&service),
             Some(0.2),
             "applied; the [metrics] change waits for a restart"
         );
@@ -222,15 +213,15 @@ mod tests {
 
     #[test]
     fn fixing_a_newly_named_thresholds_file_is_noticed() {
-        let (path, mut watch, pipeline) = setup("[thresholds.default.failure_ratio]\nmax = 0.5\n#named\n");
+        let (path, mut watch, service) = setup("[thresholds.default.failure_ratio]\nmax = 0.5\n#named\n");
         let named = path.with_file_name("new.toml");
         std::fs::write(&named, "[default.failure_ratio]\nmax = 2\n").unwrap();
         std::fs::write(&path, "[thresholds]\nfile = \"new.toml\"\n").unwrap();
-        watch.poll(&pipeline);
-        watch.poll(&pipeline);
-        assert_eq!(limit(&pipeline), Some(0.5), "refused: 2 is not a ratio");
+        watch.poll(&service);
+        watch.poll(&service);
+        assert_eq!(limit(&service), Some(0.5), "refused: 2 is not a ratio");
         assert_eq!(
-            pipeline
+            service
                 .telemetry()
                 .registry
                 .gather()
@@ -240,21 +231,21 @@ mod tests {
             Some(0.0)
         );
         std::fs::write(&named, "[default.failure_ratio]\nmax = 0.25\n").unwrap();
-        watch.poll(&pipeline);
-        watch.poll(&pipeline);
-        assert_eq!(limit(&pipeline), Some(0.25), "the fixed file applies without a SIGHUP");
+        watch.poll(&service);
+        watch.poll(&service);
+        assert_eq!(limit(&service), Some(0.25), "the fixed file applies without a SIGHUP");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
     fn a_change_applies_once_two_looks_agree() {
-        let (path, mut watch, pipeline) = setup("[thresholds.default.failure_ratio]\nmax = 0.5\n");
-        watch.poll(&pipeline);
+        let (path, mut watch, service) = setup("[thresholds.default.failure_ratio]\nmax = 0.5\n");
+        watch.poll(&service);
         std::fs::write(&path, "[thresholds.default.failure_ratio]\nmax = 0.3\n").unwrap();
-        watch.poll(&pipeline);
-        assert_eq!(limit(&pipeline), Some(0.5), "first look: settling");
-        watch.poll(&pipeline);
-        assert_eq!(limit(&pipeline), Some(0.3));
+        watch.poll(&service);
+        assert_eq!(limit(&service), Some(0.5), "first look: settling");
+        watch.poll(&service);
+        assert_eq!(limit(&service), Some(0.3));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

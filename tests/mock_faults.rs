@@ -5,29 +5,27 @@
 mod common;
 
 use common::Metrics;
-use hatchet_run_metrics::aggregate::{Aggregator, Clock};
+use hatchet_run_metrics::aggregate::Clock;
 use hatchet_run_metrics::config::{Config, KafkaConfig};
-use hatchet_run_metrics::events::Telemetry;
 use hatchet_run_metrics::exporter::{exposition, WindowEnd};
-use hatchet_run_metrics::pipeline::Pipeline;
-use hatchet_run_metrics::source::kafka::{consume, ConsumerHealth};
+use hatchet_run_metrics::service::Service;
+use hatchet_run_metrics::source::kafka::consume;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DOC: &str = r#"{"metadata":{"id":"ID","createdAt":"2026-08-22T14:00:00Z","updatedAt":"2026-08-22T14:00:00Z"},
 "status":"COMPLETED","tenantId":"707d0855-80ab-4e1f-a156-f1c4546cbf52","workflowId":"0b7e2d3c-4f1a-4c55-8d2e-6a9f1c3b5d77",
 "displayName":"mocked-1","startedAt":"2026-08-22T14:00:01Z","finishedAt":"2026-08-22T14:00:02Z","duration":1000}"#;
 
-async fn wait_for(what: &str, pipeline: &Pipeline, check: impl Fn(&Metrics) -> bool) -> Metrics {
+async fn wait_for(what: &str, service: &Service, check: impl Fn(&Metrics) -> bool) -> Metrics {
     let start = Instant::now();
     loop {
-        let m = Metrics::parse(&exposition(pipeline, WindowEnd::LatestFinished));
+        let m = Metrics::parse(&exposition(service, WindowEnd::LatestFinished));
         if check(&m) {
             return m;
         }
@@ -66,12 +64,7 @@ async fn failed_commits_are_counted_and_retried() {
         statistics_interval: Duration::from_millis(200),
         ..Config::default().kafka
     };
-    let telemetry = Arc::new(Telemetry::new(10));
-    let pipeline = Pipeline::new(
-        Aggregator::new(Config::default().aggregate_settings(), Clock::Wall),
-        telemetry,
-        1 << 20,
-    );
+    let service = Service::new(&Config::default(), Clock::Wall).expect("the defaults are valid");
     // Every offset commit fails until the errors are cleared.
     mock.request_errors(
         RDKafkaApiKey::OffsetCommit,
@@ -79,23 +72,22 @@ async fn failed_commits_are_counted_and_retried() {
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let consumer = {
-        let pipeline = pipeline.clone();
+        let service = service.clone();
         tokio::spawn(async move {
-            let health = Arc::new(ConsumerHealth::default());
-            consume(&kafka, pipeline, health, async move {
+            consume(&kafka, &service, async move {
                 let _ = stopped.await;
             })
             .await
         })
     };
 
-    wait_for("10 outcomes and a failed commit", &pipeline, |m| {
+    wait_for("10 outcomes and a failed commit", &service, |m| {
         m.sum("hatchet_workflow_runs_total", &[]) == 10.0
             && m.sum("hatchet_run_metrics_offset_commits_total", &[("result", "failed")]) >= 1.0
     })
     .await;
     mock.clear_request_errors(RDKafkaApiKey::OffsetCommit);
-    wait_for("a commit succeeds", &pipeline, |m| {
+    wait_for("a commit succeeds", &service, |m| {
         m.sum("hatchet_run_metrics_offset_commits_total", &[("result", "ok")]) >= 1.0
     })
     .await;

@@ -85,7 +85,7 @@
 //! 105 ns (cache misses: the table, the slot and its neighbours in the list), a new run about
 //! 120 ns.
 
-use crate::decode::RunKey;
+use crate::ids::RunKey;
 use crate::model::V1TaskStatus;
 use rustc_hash::FxHashMap;
 

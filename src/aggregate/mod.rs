@@ -12,7 +12,8 @@ pub mod metadata_labels;
 pub mod outcome_memory;
 pub mod quantile_window;
 
-use crate::decode::{RunUpdate, Uuid128};
+use crate::decode::RunUpdate;
+use crate::ids::{SeriesId, Uuid128};
 use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
 use failure_window::FailureRatioWindow;
 use label_value::AlterationCounts;
@@ -150,6 +151,15 @@ pub const OVERFLOW_WORKFLOW: &str = "__overflow__";
 /// The tenant of updates beyond `max_workflows` whose tenant has no series yet (a flood of tenant
 /// ids must not create overflow series without end); shown as `tenant_id="__overflow__"`.
 pub const OVERFLOW_TENANT: Uuid128 = Uuid128(u128::MAX);
+
+/// A tenant as the `tenant_id` label: its canonical UUID, or `__overflow__` for
+/// [`OVERFLOW_TENANT`].
+pub fn tenant_label(tenant: Uuid128) -> String {
+    match tenant == OVERFLOW_TENANT {
+        true => OVERFLOW_WORKFLOW.to_string(),
+        false => tenant.to_string(),
+    }
+}
 
 /// How often (on the aggregator's clock) idle series are looked for.
 const IDLE_SWEEP_NANOS: i64 = 60_000_000_000;
@@ -571,17 +581,70 @@ impl Aggregator {
         &self.lifecycle
     }
 
-    /// Runs in flight of series `at`.
-    pub fn in_flight(&self, at: usize) -> InFlight {
-        self.lifecycle.in_flight().get(at).copied().unwrap_or_default()
+    /// Runs in flight of a series.
+    pub fn in_flight(&self, series: SeriesId) -> InFlight {
+        self.lifecycle
+            .in_flight()
+            .get(series.index())
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Every live series with its id, in no particular order.
-    pub fn series_with_ids(&self) -> impl Iterator<Item = (usize, &WorkflowStats)> {
-        self.series
-            .iter()
-            .enumerate()
-            .filter_map(|(at, s)| s.as_ref().map(|s| (at, s)))
+    pub fn series_with_ids(&self) -> impl Iterator<Item = (SeriesId, &WorkflowStats)> {
+        (self.series.iter().enumerate())
+            .filter_map(|(at, s)| s.as_ref().map(|s| (SeriesId(u32::try_from(at).unwrap_or(u32::MAX)), s)))
+    }
+
+    /// The failure-ratio window of `stats` that is `window_nanos` long, if tracked.
+    pub fn failure_window<'a>(&self, stats: &'a WorkflowStats, window_nanos: i64) -> Option<&'a FailureRatioWindow> {
+        let at = (self.settings.failure_ratio_windows.iter()).position(|(_, n)| *n == window_nanos)?;
+        stats.failure_windows.get(at)
+    }
+
+    /// The duration-quantile window of `stats` for outcomes of `status`, `window_nanos` long, if
+    /// tracked.
+    pub fn duration_window<'a>(
+        &self,
+        stats: &'a WorkflowStats,
+        status: V1TaskStatus,
+        window_nanos: i64,
+    ) -> Option<&'a QuantileWindow> {
+        let status = (self.settings.quantile_statuses.iter()).position(|s| *s == status)?;
+        let window = (self.settings.quantile_windows.iter()).position(|(_, n)| *n == window_nanos)?;
+        stats
+            .duration_windows
+            .get(status * self.settings.quantile_windows.len() + window)
+    }
+
+    /// The queue-wait window of `stats` that is `window_nanos` long, if tracked.
+    pub fn queue_window<'a>(&self, stats: &'a WorkflowStats, window_nanos: i64) -> Option<&'a QuantileWindow> {
+        let at = (self.settings.quantile_windows.iter()).position(|(_, n)| *n == window_nanos)?;
+        stats.queue_windows.get(at)
+    }
+
+    /// Every duration-quantile window of `stats` with its status and window label, in the
+    /// settings' order (statuses, then windows).
+    pub fn duration_windows<'a>(
+        &'a self,
+        stats: &'a WorkflowStats,
+    ) -> impl Iterator<Item = (V1TaskStatus, &'a str, &'a QuantileWindow)> + 'a {
+        let windows = &self.settings.quantile_windows;
+        (self.settings.quantile_statuses.iter())
+            .flat_map(move |status| windows.iter().map(move |(label, _)| (*status, label.as_str())))
+            .zip(&stats.duration_windows)
+            .map(|((status, label), window)| (status, label, window))
+    }
+
+    /// Every queue-wait window of `stats` with its window label (none unless
+    /// `queue_wait_quantiles`).
+    pub fn queue_windows<'a>(
+        &'a self,
+        stats: &'a WorkflowStats,
+    ) -> impl Iterator<Item = (&'a str, &'a QuantileWindow)> {
+        (self.settings.quantile_windows.iter())
+            .map(|(label, _)| label.as_str())
+            .zip(&stats.queue_windows)
     }
 
     /// Workflow ids with a series of their own (what `max_workflows` caps).

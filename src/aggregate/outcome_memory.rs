@@ -1,6 +1,6 @@
 //! The outcomes already counted, remembered in bounded memory so that redeliveries count once.
 
-use crate::decode::RunKey;
+use crate::ids::RunKey;
 use rustc_hash::FxHashSet;
 use std::collections::VecDeque;
 

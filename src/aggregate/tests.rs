@@ -455,7 +455,10 @@ fn lifecycle_counts_in_flight_retries_and_replays_per_workflow() {
     let flight = agg.in_flight(at_a);
     assert_eq!((flight.queued, flight.running), (1, 2));
     assert_eq!((stats_a.retries, stats_a.replays), (1, 1));
-    assert_eq!(agg.lifecycle().oldest_running()[at_a], Some(at("2026-08-22T14:05:00Z")));
+    assert_eq!(
+        agg.lifecycle().oldest_running()[at_a.index()],
+        Some(at("2026-08-22T14:05:00Z"))
+    );
 }
 
 #[test]

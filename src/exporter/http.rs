@@ -21,8 +21,8 @@ use crate::events::{
     HttpAcceptFailed, HttpConnectionClosed, HttpConnectionOpened, HttpConnectionRefused, HttpTimeout,
     MetricsPageRendered, StaleMetricsPageServed,
 };
-use crate::pipeline::{now_nanos, Pipeline};
-use crate::source::kafka::ConsumerHealth;
+use crate::pipeline::now_nanos;
+use crate::service::Service;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -60,8 +60,7 @@ too many connections (http.max_connections)\n";
 
 #[derive(Clone)]
 struct Endpoints {
-    pipeline: Pipeline,
-    health: Arc<ConsumerHealth>,
+    service: Service,
     pages: SharedPages,
     max_pages: usize,
 }
@@ -71,11 +70,10 @@ struct Endpoints {
 pub async fn serve(
     listener: TcpListener,
     limits: HttpConfig,
-    pipeline: Pipeline,
-    health: Arc<ConsumerHealth>,
+    service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let telemetry = pipeline.telemetry().clone();
+    let telemetry = service.telemetry().clone();
     let pages = SharedPages::new(PageLimits {
         max_age: limits.page_max_age,
         max_pages: limits.max_pages,
@@ -85,8 +83,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(Endpoints {
-            pipeline,
-            health,
+            service,
             pages,
             max_pages: limits.max_pages,
         });
@@ -167,16 +164,16 @@ fn refuse(stream: TcpStream) {
 }
 
 async fn metrics(State(endpoints): State<Endpoints>) -> axum::response::Response {
-    let pipeline = endpoints.pipeline.clone();
+    let service = endpoints.service.clone();
     // Rendering 10,000 workflows takes milliseconds of CPU: `SharedPages` runs it on a blocking thread.
     let page = endpoints.pages.get(move || {
         let started = Instant::now();
-        let text = workflow_exposition(&pipeline, WindowEnd::At(now_nanos()));
+        let text = workflow_exposition(&service, WindowEnd::At(now_nanos()));
         MetricsPageRendered {
             bytes: text.len(),
             seconds: started.elapsed().as_secs_f64(),
         }
-        .emit(pipeline.telemetry());
+        .emit(service.telemetry());
         text
     });
     match page.await {
@@ -186,9 +183,9 @@ async fn metrics(State(endpoints): State<Endpoints>) -> axum::response::Response
                     age,
                     max_pages: endpoints.max_pages,
                 }
-                .emit(endpoints.pipeline.telemetry());
+                .emit(endpoints.service.telemetry());
             }
-            let own = Bytes::from(service_exposition(endpoints.pipeline.telemetry()));
+            let own = Bytes::from(service_exposition(endpoints.service.telemetry()));
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
                 axum::body::Body::new(ScrapeBody {
@@ -243,7 +240,7 @@ impl http_body::Body for ScrapeBody {
 }
 
 async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
-    match endpoints.health.not_ready_because() {
+    match endpoints.service.readiness().not_ready_because() {
         None => (StatusCode::OK, "ready\n".to_string()),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }

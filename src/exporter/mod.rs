@@ -6,19 +6,19 @@
 
 pub mod http;
 pub mod page;
+pub mod text;
+mod thresholds;
 
 use crate::aggregate::label_value::AlterationCounts;
 use crate::aggregate::lifecycle::InFlight;
 use crate::aggregate::quantile_window::WindowSummary;
 use crate::aggregate::{
-    Aggregator, DurationHistogram, ImplausibleCounts, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES, OVERFLOW_TENANT,
-    OVERFLOW_WORKFLOW,
+    tenant_label, Aggregator, DurationHistogram, ImplausibleCounts, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES,
 };
-use crate::decode::Uuid128;
 use crate::events::Telemetry;
-use crate::pipeline::Pipeline;
-use prometheus::{Encoder, TextEncoder};
+use crate::service::Service;
 use std::fmt::Write;
+use text::{escape_label, format_float, header, histogram, sample};
 
 /// Where the failure-ratio windows end.
 #[derive(Debug, Clone, Copy)]
@@ -86,36 +86,27 @@ impl Snapshot {
             .map(|(at, s)| SeriesSnapshot {
                 in_flight: aggregator.in_flight(at),
                 oldest_running_age: oldest_running
-                    .get(at)
+                    .get(at.index())
                     .copied()
                     .flatten()
                     .zip(end_nanos)
                     .map(|(started, end)| end.saturating_sub(started).max(0) as f64 / 1e9),
-                duration_summaries: {
-                    let windows = &settings.quantile_windows;
-                    (settings.quantile_statuses.iter().enumerate())
-                        .flat_map(|(i, status)| {
-                            windows.iter().enumerate().filter_map(move |(j, (label, _))| {
-                                let summary = s
-                                    .duration_windows
-                                    .get(i * windows.len() + j)
-                                    .and_then(|w| end_nanos.and_then(|end| w.summary(end, &settings.quantiles)))?;
-                                let labels =
-                                    format!(",status=\"{}\",window=\"{}\"", status.as_str(), escape_label(label));
-                                Some((labels, summary))
-                            })
-                        })
-                        .collect()
-                },
-                queue_summaries: (settings.quantile_windows.iter().zip(&s.queue_windows))
-                    .filter_map(|((label, _), w)| {
+                duration_summaries: (aggregator.duration_windows(s))
+                    .filter_map(|(status, label, w)| {
+                        let summary = end_nanos.and_then(|end| w.summary(end, &settings.quantiles))?;
+                        let labels = format!(",status=\"{}\",window=\"{}\"", status.as_str(), escape_label(label));
+                        Some((labels, summary))
+                    })
+                    .collect(),
+                queue_summaries: (aggregator.queue_windows(s))
+                    .filter_map(|(label, w)| {
                         let summary = end_nanos.and_then(|end| w.summary(end, &settings.quantiles))?;
                         Some((format!(",window=\"{}\"", escape_label(label)), summary))
                     })
                     .collect(),
                 retries: s.retries,
                 replays: s.replays,
-                tenant: format_uuid(s.tenant),
+                tenant: tenant_label(s.tenant),
                 workflow: s.workflow.clone(),
                 outcomes: s.outcomes.clone(),
                 by_metadata: {
@@ -178,7 +169,7 @@ impl Snapshot {
         for (labels, runs, _) in &outcomes {
             sample(out, "hatchet_workflow_runs_total", labels, *runs as f64);
         }
-        render_histogram(
+        histogram(
             out,
             "hatchet_workflow_run_duration_seconds",
             "Duration of workflow runs from startedAt to finishedAt, by outcome; runs without a trustworthy duration are counted in hatchet_workflow_runs_total only.",
@@ -191,7 +182,7 @@ impl Snapshot {
                     .map(|(status, o)| (labels(s, Some(status.as_str()), None), &o.queue))
             })
             .collect();
-        render_histogram(
+        histogram(
             out,
             "hatchet_workflow_run_queue_seconds",
             "Time workflow runs waited from createdAt to startedAt (of the latest attempt), by outcome; runs that never started are not observed.",
@@ -437,72 +428,35 @@ impl Snapshot {
     }
 }
 
-fn render_histogram<'a>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    bounds: &[f64],
-    rows: impl Iterator<Item = (&'a String, &'a DurationHistogram)>,
-) {
-    header(out, name, "histogram", help);
-    let les: Vec<String> = (bounds.iter().map(|b| format_float(*b)))
-        .chain(["+Inf".to_string()])
-        .collect();
-    // Bucket lines are most of a large exposition: written straight into `out`, no temporaries.
-    let bucket = format!("{name}_bucket");
-    for (base, h) in rows {
-        let mut cumulative: u64 = 0;
-        for (n, le) in h.bucket_counts.iter().zip(&les) {
-            cumulative += n;
-            let _ = writeln!(out, "{bucket}{{{base},le=\"{le}\"}} {cumulative}");
-        }
-        sample(out, &format!("{name}_sum"), base, h.sum);
-        sample(out, &format!("{name}_count"), base, h.count as f64);
-    }
-}
-
 /// The whole exposition: workflow metrics, then the service's own.
-pub fn exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
-    let mut out = workflow_exposition(pipeline, end);
-    append_registry(&mut out, pipeline.telemetry());
+pub fn exposition(service: &Service, end: WindowEnd) -> String {
+    let mut out = workflow_exposition(service, end);
+    text::registry(&mut out, service.telemetry());
     out
 }
 
 /// The workflow metrics and thresholds: nearly all of a large exposition, and the part that
 /// `/metrics` shares between the scrapes of about the same time.
-pub fn workflow_exposition(pipeline: &Pipeline, end: WindowEnd) -> String {
+pub fn workflow_exposition(service: &Service, end: WindowEnd) -> String {
     let snapshot = {
-        let mut aggregator = pipeline.aggregator();
+        let mut aggregator = service.pipeline().aggregator();
         if let WindowEnd::At(now) = end {
             aggregator.expire(now);
         }
         Snapshot::take(&aggregator, end)
     };
-    let mut out = String::with_capacity(pipeline.page_capacity());
+    let mut out = String::with_capacity(service.page_capacity());
     snapshot.render(&mut out);
-    pipeline.thresholds().render(&mut out);
-    pipeline.page_rendered(out.len());
+    thresholds::render(&mut out, &service.thresholds());
+    service.page_rendered(out.len());
     out
 }
 
 /// The service's own metrics from its registry: a few kilobytes, rendered for every scrape.
 pub fn service_exposition(telemetry: &Telemetry) -> String {
     let mut out = String::new();
-    append_registry(&mut out, telemetry);
+    text::registry(&mut out, telemetry);
     out
-}
-
-fn append_registry(out: &mut String, telemetry: &Telemetry) {
-    let mut buffer = Vec::new();
-    if let Err(error) = TextEncoder::new().encode(&telemetry.registry.gather(), &mut buffer) {
-        tracing::error!(%error, "could not encode the service's own metrics");
-    }
-    out.push_str(&String::from_utf8_lossy(&buffer));
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
-    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 fn labels(s: &SeriesSnapshot, status: Option<&str>, window: Option<&str>) -> String {
@@ -518,54 +472,6 @@ fn labels(s: &SeriesSnapshot, status: Option<&str>, window: Option<&str>) -> Str
         let _ = write!(text, ",window=\"{}\"", escape_label(window));
     }
     text
-}
-
-fn sample(out: &mut String, name: &str, labels: &str, value: f64) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{name} {}", format_float(value));
-    } else {
-        let _ = writeln!(out, "{name}{{{labels}}} {}", format_float(value));
-    }
-}
-
-/// Label values escape backslash, double quote and line feed; everything else (any UTF-8) is kept.
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn format_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
-
-/// A tenant id as a label: the canonical lower-case UUID, whatever case the producer used.
-pub fn format_uuid(id: Uuid128) -> String {
-    if id == OVERFLOW_TENANT {
-        return OVERFLOW_WORKFLOW.to_string();
-    }
-    let hex = format!("{:032x}", id.0);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@ use super::*;
 use crate::aggregate::outcome_memory::OutcomeMemoryLimits;
 use crate::aggregate::{AggregateSettings, Aggregator, Clock};
 use crate::decode::decode;
+use crate::ids::Uuid128;
 use std::collections::HashMap;
 
 const S: i64 = 1_000_000_000;
@@ -98,10 +99,11 @@ fn label_values_are_escaped() {
 #[test]
 fn uuid_labels_are_canonical() {
     assert_eq!(
-        format_uuid(Uuid128::parse("707D0855-80AB-4E1F-A156-F1C4546CBF52").unwrap()),
+        tenant_label(Uuid128::parse("707D0855-80AB-4E1F-A156-F1C4546CBF52").unwrap()),
         "707d0855-80ab-4e1f-a156-f1c4546cbf52"
     );
-    assert_eq!(format_uuid(Uuid128(1)), "00000000-0000-0000-0000-000000000001");
+    assert_eq!(tenant_label(Uuid128(1)), "00000000-0000-0000-0000-000000000001");
+    assert_eq!(tenant_label(crate::aggregate::OVERFLOW_TENANT), "__overflow__");
 }
 
 #[test]

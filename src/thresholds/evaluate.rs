@@ -6,20 +6,16 @@
 //! [`ThresholdEvaluator::update`] moves the states and returns the transitions, outside the lock.
 
 use super::{ThresholdKind, Thresholds};
-use crate::aggregate::{Aggregator, OVERFLOW_WORKFLOW};
-use crate::exporter::{escape_label, format_uuid};
+use crate::aggregate::{tenant_label, Aggregator, OVERFLOW_WORKFLOW};
+use crate::ids::SeriesId;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Which value of a state a gauge shows.
-type GaugeOf = fn(&State) -> Option<f64>;
 
 /// What one series showed for one kind at one evaluation.
 #[derive(Debug, Clone)]
 pub struct Observation {
-    pub series: usize,
+    pub series: SeriesId,
     pub kind: ThresholdKind,
     /// Index of the rule in force.
     pub rule: usize,
@@ -47,9 +43,21 @@ struct State {
 pub struct Observed {
     pub observations: Vec<Observation>,
     /// The labels of every series observed.
-    labels: HashMap<usize, (String, String)>,
+    labels: HashMap<SeriesId, (String, String)>,
     /// Every live series (evaluated or not).
-    live: HashSet<usize>,
+    live: HashSet<SeriesId>,
+}
+
+/// One series' state for one kind, as numbers: the exporter renders them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdGauge<'a> {
+    pub tenant: &'a str,
+    pub workflow: &'a str,
+    pub kind: ThresholdKind,
+    pub breached: bool,
+    pub limit: f64,
+    /// `None`: nothing to observe at the last evaluation.
+    pub observed: Option<f64>,
 }
 
 /// A move into or out of breach, to be logged once.
@@ -74,9 +82,9 @@ pub struct Transition {
 pub struct ThresholdEvaluator {
     thresholds: Arc<Thresholds>,
     interval: Duration,
-    states: BTreeMap<(usize, ThresholdKind), State>,
+    states: BTreeMap<(SeriesId, ThresholdKind), State>,
     /// Per series: the rule in force per kind and the labels, resolved once per rules version.
-    resolved: HashMap<usize, [Option<usize>; 5]>,
+    resolved: HashMap<SeriesId, [Option<usize>; 5]>,
 }
 
 impl ThresholdEvaluator {
@@ -110,7 +118,7 @@ impl ThresholdEvaluator {
     pub fn observe(&mut self, aggregator: &Aggregator, now: i64) -> Observed {
         let mut observations = Vec::new();
         let mut labels = HashMap::new();
-        let live: HashSet<usize> = aggregator.series_with_ids().map(|(at, _)| at).collect();
+        let live: HashSet<SeriesId> = aggregator.series_with_ids().map(|(at, _)| at).collect();
         if self.thresholds.is_empty() {
             return Observed {
                 observations,
@@ -118,7 +126,6 @@ impl ThresholdEvaluator {
                 live,
             };
         }
-        let settings = aggregator.settings();
         // A scan of every tracked run: only when some rule judges the oldest running run.
         let judges_oldest = (self.thresholds.rules.iter()).any(|r| {
             matches!(
@@ -146,24 +153,16 @@ impl ThresholdEvaluator {
                 let window_nanos = threshold.window.as_ref().map_or(0, |w| w.nanos);
                 let (observed, outcomes) = match kind {
                     ThresholdKind::FailureRatio => {
-                        let position = (settings.failure_ratio_windows.iter()).position(|(_, n)| *n == window_nanos);
-                        let (failed, total) = position
-                            .and_then(|p| stats.failure_windows.get(p))
-                            .map_or((0, 0), |w| w.counts(now));
+                        let (failed, total) =
+                            (aggregator.failure_window(stats, window_nanos)).map_or((0, 0), |w| w.counts(now));
                         ((total > 0).then(|| failed as f64 / total as f64), total)
                     }
                     ThresholdKind::DurationQuantile | ThresholdKind::QueueWaitQuantile => {
-                        let windows = &settings.quantile_windows;
-                        let position = windows.iter().position(|(_, n)| *n == window_nanos);
                         let window = match kind {
-                            ThresholdKind::DurationQuantile => {
-                                let status =
-                                    (settings.quantile_statuses.iter()).position(|s| Some(*s) == threshold.status);
-                                status
-                                    .zip(position)
-                                    .and_then(|(s, p)| stats.duration_windows.get(s * windows.len() + p))
-                            }
-                            _ => position.and_then(|p| stats.queue_windows.get(p)),
+                            ThresholdKind::DurationQuantile => threshold
+                                .status
+                                .and_then(|status| aggregator.duration_window(stats, status, window_nanos)),
+                            _ => aggregator.queue_window(stats, window_nanos),
                         };
                         let quantile = [threshold.quantile.unwrap_or(1.0)];
                         match window.and_then(|w| w.summary(now, &quantile)) {
@@ -172,7 +171,7 @@ impl ThresholdEvaluator {
                         }
                     }
                     ThresholdKind::OldestRunningAge => {
-                        let age = (oldest_running.get(at).copied().flatten())
+                        let age = (oldest_running.get(at.index()).copied().flatten())
                             .map(|started| now.saturating_sub(started).max(0) as f64 / 1e9);
                         (age, u64::MAX)
                     }
@@ -193,7 +192,7 @@ impl ThresholdEvaluator {
                 any = true;
             }
             if any {
-                labels.insert(at, (format_uuid(stats.tenant), stats.workflow.clone()));
+                labels.insert(at, (tenant_label(stats.tenant), stats.workflow.clone()));
             }
         }
         // Ids are never reused: a dropped series' resolution is never needed again.
@@ -291,44 +290,20 @@ impl ThresholdEvaluator {
             .map(|((_, kind), s)| (s.tenant.as_str(), s.workflow.as_str(), *kind))
     }
 
-    /// The breach, limit and observed gauges.
-    pub fn render(&self, out: &mut String) {
-        let mut rows: Vec<(&State, ThresholdKind)> = self.states.iter().map(|((_, kind), s)| (s, *kind)).collect();
-        rows.sort_by(|a, b| (&a.0.tenant, &a.0.workflow, a.1).cmp(&(&b.0.tenant, &b.0.workflow, b.1)));
-        let label = |s: &State, kind: ThresholdKind| {
-            format!(
-                "tenant_id=\"{}\",workflow=\"{}\",threshold=\"{}\"",
-                escape_label(&s.tenant),
-                escape_label(&s.workflow),
-                kind.as_str()
-            )
-        };
-        let families: [(&str, &str, GaugeOf); 3] = [
-            (
-                "hatchet_workflow_threshold_breached",
-                "1 while the workflow is beyond its threshold (for at least the threshold's `for`), else 0; evaluated every thresholds.evaluation_interval.",
-                |s| Some(if s.breached { 1.0 } else { 0.0 }),
-            ),
-            (
-                "hatchet_workflow_threshold_limit",
-                "The threshold's max in force for the workflow (a ratio, seconds, or runs).",
-                |s| Some(s.limit),
-            ),
-            (
-                "hatchet_workflow_threshold_observed",
-                "The value compared with the limit at the last evaluation; absent while there is nothing to observe.",
-                |s| s.observed,
-            ),
-        ];
-        for (name, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for (state, kind) in &rows {
-                if let Some(v) = value(state) {
-                    let _ = writeln!(out, "{name}{{{}}} {v}", label(state, *kind));
-                }
-            }
-        }
+    /// Every state's numbers, by tenant, workflow and kind: what `/metrics` shows.
+    pub fn gauges(&self) -> Vec<ThresholdGauge<'_>> {
+        let mut gauges: Vec<ThresholdGauge<'_>> = (self.states.iter())
+            .map(|((_, kind), s)| ThresholdGauge {
+                tenant: &s.tenant,
+                workflow: &s.workflow,
+                kind: *kind,
+                breached: s.breached,
+                limit: s.limit,
+                observed: s.observed,
+            })
+            .collect();
+        gauges.sort_by(|a, b| (a.tenant, a.workflow, a.kind).cmp(&(b.tenant, b.workflow, b.kind)));
+        gauges
     }
 }
 
@@ -366,15 +341,15 @@ mod tests {
     fn seen(value: f64) -> Observed {
         Observed {
             observations: vec![Observation {
-                series: 7,
+                series: SeriesId(7),
                 kind: ThresholdKind::RunsInFlight,
                 rule: 0,
                 limit: 2.0,
                 observed: Some(value),
                 passed: value > 2.0,
             }],
-            labels: HashMap::from([(7, ("t".to_string(), "w".to_string()))]),
-            live: HashSet::from([7]),
+            labels: HashMap::from([(SeriesId(7), ("t".to_string(), "w".to_string()))]),
+            live: HashSet::from([SeriesId(7)]),
         }
     }
 
@@ -415,23 +390,21 @@ mod tests {
     fn without_a_hold_the_first_pass_breaches_and_a_vanished_series_ends_its_breach() {
         let mut e = evaluator("0s");
         assert_eq!(e.update(seen(3.0), 0).len(), 1);
-        let mut out = String::new();
-        e.render(&mut out);
-        assert!(out.contains(
-            "hatchet_workflow_threshold_breached{tenant_id=\"t\",workflow=\"w\",threshold=\"runs_in_flight\"} 1"
-        ));
-        assert!(out.contains(
-            "hatchet_workflow_threshold_limit{tenant_id=\"t\",workflow=\"w\",threshold=\"runs_in_flight\"} 2"
-        ));
-        assert!(out.contains(
-            "hatchet_workflow_threshold_observed{tenant_id=\"t\",workflow=\"w\",threshold=\"runs_in_flight\"} 3"
-        ));
+        assert_eq!(
+            e.gauges(),
+            [ThresholdGauge {
+                tenant: "t",
+                workflow: "w",
+                kind: ThresholdKind::RunsInFlight,
+                breached: true,
+                limit: 2.0,
+                observed: Some(3.0),
+            }]
+        );
         let t = e.update(Observed::default(), S);
         assert_eq!(t.len(), 1);
         assert!(!t[0].breached);
         assert_eq!(t[0].cause, Some("the workflow series expired"));
-        let mut out = String::new();
-        e.render(&mut out);
-        assert!(!out.contains("workflow=\"w\""));
+        assert!(e.gauges().is_empty(), "a vanished series leaves the page");
     }
 }

@@ -12,8 +12,9 @@ pub mod evaluate;
 pub mod glob;
 pub mod rules;
 
-use crate::decode::Uuid128;
+use crate::ids::Uuid128;
 use crate::model::V1TaskStatus;
+use crate::setting::{parse_duration, ConfigError};
 use glob::Glob;
 use serde::{Deserialize, Deserializer};
 use std::fmt::{self, Write};
@@ -296,7 +297,7 @@ impl Rule {
         };
         match self.tenant {
             Some(tenant) => {
-                let _ = write!(text, " of tenant {}", crate::exporter::format_uuid(tenant));
+                let _ = write!(text, " of tenant {}", tenant);
             }
             None => text.push_str(" of every tenant"),
         }
@@ -322,12 +323,12 @@ pub struct Resolution<'a> {
 
 impl Thresholds {
     /// Validates the thresholds as written. `key_prefix` is `"thresholds."` in the main config and
-    /// empty in a file of their own. `Err((key, why))` names the key at fault.
+    /// empty in a file of their own. The error names the key at fault.
     pub fn from_file(
         file: &ThresholdsFile,
         key_prefix: &str,
         tracked: &TrackedWindows,
-    ) -> Result<Thresholds, (String, String)> {
+    ) -> Result<Thresholds, ConfigError> {
         let default_key = format!("{key_prefix}default");
         let mut rules = vec![Rule {
             name: "default".into(),
@@ -348,7 +349,7 @@ impl Thresholds {
             let tenant = match &spec.tenant_id {
                 None => None,
                 Some(text) => Some(Uuid128::parse(text).ok_or_else(|| {
-                    (
+                    ConfigError::at(
                         format!("{key}.tenant_id"),
                         format!("{text:?} is not a tenant id (a UUID), so it can never match"),
                     )
@@ -357,33 +358,32 @@ impl Thresholds {
             let workflow = match &spec.workflow {
                 None => None,
                 Some(text) => {
-                    let glob = Glob::parse(text).map_err(|why| (format!("{key}.workflow"), why))?;
+                    let glob = Glob::parse(text).map_err(|why| ConfigError::at(format!("{key}.workflow"), why))?;
                     if glob.matches(crate::aggregate::OVERFLOW_WORKFLOW) && glob.is_exact() {
-                        return Err((
+                        return Err(ConfigError::at(
                             format!("{key}.workflow"),
-                            "the overflow series is never evaluated, so this can never match".into(),
+                            "the overflow series is never evaluated, so this can never match",
                         ));
                     }
                     Some(glob)
                 }
             };
             if workflow.is_none() && tenant.is_none() {
-                return Err((
+                return Err(ConfigError::at(
                     key,
-                    "an override needs `workflow` or `tenant_id` (thresholds for every workflow go in `default`)"
-                        .into(),
+                    "an override needs `workflow` or `tenant_id` (thresholds for every workflow go in `default`)",
                 ));
             }
             let name = match &spec.name {
                 Some(name) if name.trim().is_empty() => {
-                    return Err((format!("{key}.name"), "must not be empty".into()));
+                    return Err(ConfigError::at(format!("{key}.name"), "must not be empty"));
                 }
                 Some(name) => name.clone(),
                 None => format!("overrides[{i}]"),
             };
             // "default" is the default's: the alerts' threshold_rule label must tell rules apart.
             if let Some(earlier) = rules.iter().find(|r| r.name == name) {
-                return Err((
+                return Err(ConfigError::at(
                     format!("{key}.name"),
                     format!("{name:?} is already the name of {}", earlier.key),
                 ));
@@ -394,7 +394,7 @@ impl Thresholds {
                 _ => false,
             };
             if let Some(earlier) = (rules.iter().skip(1)).find(|r| r.tenant == tenant && same_glob(&r.workflow)) {
-                return Err((
+                return Err(ConfigError::at(
                     key,
                     format!(
                         "matches exactly what {} matches, so one of them could never apply: merge them",
@@ -418,7 +418,7 @@ impl Thresholds {
                 }
             }
             if settings.iter().all(Option::is_none) {
-                return Err((
+                return Err(ConfigError::at(
                     key,
                     format!(
                         "sets no threshold: add one of {}",
@@ -480,7 +480,7 @@ impl Thresholds {
             out,
             "workflow {workflow:?}{}",
             match tenant {
-                Some(t) => format!(" of tenant {}", crate::exporter::format_uuid(t)),
+                Some(t) => format!(" of tenant {}", t),
                 None => " (no --tenant given: overrides for one tenant are not considered)".into(),
             }
         );
@@ -654,8 +654,8 @@ fn resolve_spec(
     key: &str,
     default_key: &str,
     tracked: &TrackedWindows,
-) -> Result<Setting, (String, String)> {
-    let fail = |field: &str, why: String| Err((format!("{key}.{field}"), why));
+) -> Result<Setting, ConfigError> {
+    let fail = |field: &str, why: String| Err(ConfigError::at(format!("{key}.{field}"), why));
     // Fields this kind does not have are refused where they are written.
     let unused: &[(&str, bool)] = &[
         ("window", !kind.windowed()),
@@ -690,9 +690,9 @@ fn resolve_spec(
             } else {
                 format!(" (nor in {default_key})")
             };
-            return Err((format!("{key}.max"), format!("is required{inherit}")));
+            return Err(ConfigError::at(format!("{key}.max"), format!("is required{inherit}")));
         }
-        Some(limit) => Some(limit_value(kind, limit).map_err(|why| (format!("{at}.max"), why))?),
+        Some(limit) => Some(limit_value(kind, limit).map_err(|why| ConfigError::at(format!("{at}.max"), why))?),
     };
     let (from, at) = pick(|s| s.window.is_some());
     let window = match kind.windowed() {
@@ -707,7 +707,9 @@ fn resolve_spec(
                     label: String::new(),
                     nanos: 0,
                 }),
-                Some(text) => find_window(text, tracked_windows).map_err(|why| (format!("{at}.window"), why))?,
+                Some(text) => {
+                    find_window(text, tracked_windows).map_err(|why| ConfigError::at(format!("{at}.window"), why))?
+                }
             })
         }
     };
@@ -717,7 +719,7 @@ fn resolve_spec(
         true => {
             let q = from.and_then(|s| s.quantile).unwrap_or(DEFAULT_QUANTILE);
             if !(0.0..=1.0).contains(&q) {
-                return Err((
+                return Err(ConfigError::at(
                     format!("{at}.quantile"),
                     format!("{q} is not a quantile between 0 and 1"),
                 ));
@@ -733,7 +735,7 @@ fn resolve_spec(
                 .filter(|s| tracked.quantile_statuses.contains(s))
                 .ok_or_else(|| {
                     let listed: Vec<&str> = tracked.quantile_statuses.iter().map(|s| s.as_str()).collect();
-                    (
+                    ConfigError::at(
                         format!("{at}.status"),
                         format!("{text:?} is not one of metrics.quantile_statuses {listed:?}, whose quantiles are the only ones tracked"),
                     )
@@ -743,9 +745,9 @@ fn resolve_spec(
         _ => None,
     };
     if kind == ThresholdKind::QueueWaitQuantile && !tracked.queue_wait_quantiles && enabled {
-        return Err((
-            key.to_string(),
-            "queue-wait quantiles are not tracked: set metrics.queue_wait_quantiles = true".into(),
+        return Err(ConfigError::at(
+            key,
+            "queue-wait quantiles are not tracked: set metrics.queue_wait_quantiles = true",
         ));
     }
     let min_outcomes = pick(|s| s.min_outcomes.is_some())
@@ -755,14 +757,14 @@ fn resolve_spec(
     let (from, at) = pick(|s| s.hold.is_some());
     let hold = match from.and_then(|s| s.hold.as_deref()) {
         None => Duration::ZERO,
-        Some(text) => parse_nonnegative_duration(text).map_err(|why| (format!("{at}.for"), why))?,
+        Some(text) => parse_duration(text).map_err(|why| ConfigError::at(format!("{at}.for"), why))?,
     };
     let (from, at) = pick(|s| s.severity.is_some());
     let severity = from
         .and_then(|s| s.severity.clone())
         .unwrap_or_else(|| DEFAULT_SEVERITY.into());
     if severity.trim().is_empty() {
-        return Err((format!("{at}.severity"), "must not be empty".into()));
+        return Err(ConfigError::at(format!("{at}.severity"), "must not be empty"));
     }
     match (enabled, max) {
         (false, _) | (_, None) => Ok(Setting::Disabled),
@@ -787,7 +789,7 @@ fn window_of((label, nanos): &(String, i64)) -> Window {
 }
 
 fn find_window(text: &str, (windows, key): (&Vec<(String, i64)>, &str)) -> Result<Window, String> {
-    let length = parse_nonnegative_duration(text)?;
+    let length = parse_duration(text)?;
     let nanos = i64::try_from(length.as_nanos()).unwrap_or(i64::MAX);
     let labels: Vec<&str> = windows.iter().map(|(l, _)| l.as_str()).collect();
     windows
@@ -795,15 +797,6 @@ fn find_window(text: &str, (windows, key): (&Vec<(String, i64)>, &str)) -> Resul
         .find(|(_, n)| *n == nanos)
         .map(window_of)
         .ok_or_else(|| format!("{text:?} is not one of {key} {labels:?}: only those windows are tracked"))
-}
-
-/// A duration that may not be negative, with a message that says so.
-fn parse_nonnegative_duration(text: &str) -> Result<Duration, String> {
-    if text.trim_start().starts_with('-') {
-        return Err(format!("{text:?} is negative; a duration cannot be"));
-    }
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"5m\" or \"1h\" ({e})"))
 }
 
 /// `max` in the kind's unit: a ratio, seconds, or a count.
@@ -824,7 +817,7 @@ fn limit_value(kind: ThresholdKind, limit: &Limit) -> Result<f64, String> {
             true => Ok(*seconds),
             false => Err(format!("{seconds} is negative; a duration cannot be")),
         },
-        (_, Limit::Text(text)) => parse_nonnegative_duration(text).map(|d| d.as_secs_f64()),
+        (_, Limit::Text(text)) => parse_duration(text).map(|d| d.as_secs_f64()),
     }
 }
 

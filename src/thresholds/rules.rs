@@ -15,8 +15,6 @@
 
 use super::{Rule, Setting, Threshold, ThresholdKind, Thresholds};
 use crate::aggregate::OVERFLOW_WORKFLOW;
-use crate::config::Config;
-use crate::exporter::format_uuid;
 use std::fmt::Write;
 
 /// The alert name of each kind.
@@ -90,15 +88,16 @@ fn write_rule(out: &mut String, thresholds: &Thresholds, at: usize, rule: &Rule,
 /// returns more than that bound, so the alert could never fire).
 pub fn quantile_limit_problems<'a>(
     thresholds: &'a Thresholds,
-    config: &Config,
+    duration_buckets_seconds: &[f64],
+    queue_buckets_seconds: &[f64],
 ) -> Vec<(&'a str, &'a Threshold, &'static str)> {
     let mut found = Vec::new();
     for rule in &thresholds.rules {
         for kind in [ThresholdKind::DurationQuantile, ThresholdKind::QueueWaitQuantile] {
             if let Some(Setting::Active(threshold)) = rule.setting(kind) {
                 let bounds = match kind {
-                    ThresholdKind::DurationQuantile => &config.metrics.duration_buckets_seconds,
-                    _ => &config.metrics.queue_buckets_seconds,
+                    ThresholdKind::DurationQuantile => duration_buckets_seconds,
+                    _ => queue_buckets_seconds,
                 };
                 let top = bounds.last().copied().unwrap_or(f64::INFINITY);
                 if threshold.max >= top {
@@ -230,7 +229,7 @@ fn selector_of(rule: &Rule, extra: &str) -> String {
         }
     }
     if let Some(tenant) = rule.tenant {
-        matchers.push(format!("tenant_id={}", quoted(&format_uuid(tenant))));
+        matchers.push(format!("tenant_id={}", quoted(&tenant.to_string())));
     }
     if !extra.is_empty() {
         matchers.push(extra.to_string());

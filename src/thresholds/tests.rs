@@ -2,7 +2,7 @@
 //! override wins, inheritance from the default, built-in defaults) and `explain`.
 
 use super::*;
-use crate::decode::Uuid128;
+use crate::ids::Uuid128;
 use crate::model::V1TaskStatus;
 
 const EXAMPLE: &str = include_str!("../../config/thresholds.toml");
@@ -34,7 +34,7 @@ fn parse(text: &str) -> ThresholdsFile {
 }
 
 fn load_with(text: &str, tracked: &TrackedWindows) -> Thresholds {
-    Thresholds::from_file(&parse(text), "", tracked).unwrap_or_else(|(key, why)| panic!("refused at {key}: {why}"))
+    Thresholds::from_file(&parse(text), "", tracked).unwrap_or_else(|e| panic!("refused at {}: {}", e.key, e.why))
 }
 
 fn load(text: &str) -> Thresholds {
@@ -44,7 +44,7 @@ fn load(text: &str) -> Thresholds {
 fn refused_with(text: &str, tracked: &TrackedWindows) -> (String, String) {
     match Thresholds::from_file(&parse(text), "", tracked) {
         Ok(thresholds) => panic!("accepted, as {thresholds:?}:\n{text}"),
-        Err(error) => error,
+        Err(error) => (error.key, error.why),
     }
 }
 
@@ -715,7 +715,7 @@ fn an_override_of_a_kind_the_default_lacks_must_set_max() {
     );
     // With the main config's prefix.
     let file = parse("[[overrides]]\nworkflow = \"a\"\nruns_in_flight = { severity = \"page\" }\n");
-    let (key, why) = Thresholds::from_file(&file, "thresholds.", &tracked()).unwrap_err();
+    let ConfigError { key, why, .. } = Thresholds::from_file(&file, "thresholds.", &tracked()).unwrap_err();
     assert_eq!(key, "thresholds.overrides[0].runs_in_flight.max");
     assert!(why.contains("nor in thresholds.default.runs_in_flight"), "{why}");
     // The default itself: max is required, and there is nothing to inherit from.
@@ -1374,13 +1374,13 @@ fn an_empty_severity_is_refused() {
 #[test]
 fn errors_carry_the_main_config_prefix() {
     let file = parse("[default.failure_ratio]\nmax = 3\n");
-    let (key, _) = Thresholds::from_file(&file, "thresholds.", &tracked()).unwrap_err();
+    let ConfigError { key, .. } = Thresholds::from_file(&file, "thresholds.", &tracked()).unwrap_err();
     assert_eq!(key, "thresholds.default.failure_ratio.max");
     let file = parse("[[overrides]]\nworkflow = \"job-[\"\nruns_in_flight = { max = 1 }\n");
-    let (key, _) = Thresholds::from_file(&file, "thresholds.", &tracked()).unwrap_err();
+    let ConfigError { key, .. } = Thresholds::from_file(&file, "thresholds.", &tracked()).unwrap_err();
     assert_eq!(key, "thresholds.overrides[0].workflow");
     let file = parse("[[overrides]]\nworkflow = \"a\"\n");
-    let (key, _) = Thresholds::from_file(&file, "thresholds.", &tracked()).unwrap_err();
+    let ConfigError { key, .. } = Thresholds::from_file(&file, "thresholds.", &tracked()).unwrap_err();
     assert_eq!(key, "thresholds.overrides[0]");
 }
 
