@@ -3,7 +3,7 @@
 
 use crate::events::{KafkaClientError, Telemetry};
 use crate::source::kafka;
-use crate::synthetic::{SyntheticTraffic, TrafficProfile};
+use crate::traffic::synthetic::{SyntheticTraffic, TrafficProfile};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
