@@ -3,7 +3,7 @@
 //!
 //! It exists for the live demo (the caller sleeps until each message's [`SyntheticMessage::at`]) and
 //! for the benchmarks (the caller ignores `at` and consumes as fast as it can). The documents copy the
-//! server's traps on purpose (see `shared/hatchet/FACTS.md`): Go zero times for missing timestamps,
+//! server's traps on purpose: Go zero times for missing timestamps,
 //! the blind `duration` of ±9223372036854 ms, `-05:00` offsets for one tenant, DAG runs that carry a
 //! `finishedAt` while still `RUNNING`, automatic retries, manual replays, skipped intermediate updates
 //! and redelivered duplicates. Optionally it mixes in malformed messages.
