@@ -28,8 +28,8 @@
 //! - [`config`]: the TOML config, its defaults and validation.
 //! - [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).
 //! - [`reload`]: the thresholds applied again on SIGHUP or a changed file, without a restart.
-//! - [`produce`] and [`synthetic`]: sending files or simulated traffic to a topic, for the demo,
-//!   the tests and the benchmarks.
+//! - [`traffic`]: sending a file or simulated traffic to a topic ([`traffic::produce`],
+//!   [`traffic::synthetic`]), for the demo, the tests and the benchmarks; the service never uses it.
 //!
 //! `main.rs` is the command line (`run`, `check-config`, `replay`, `produce`, `rules`,
 //! `thresholds explain`).
@@ -42,11 +42,10 @@ pub mod exporter;
 pub mod ids;
 pub mod model;
 pub mod pipeline;
-pub mod produce;
 pub mod reload;
 pub mod service;
 pub mod setting;
 pub mod sizing;
 pub mod source;
-pub mod synthetic;
 pub mod thresholds;
+pub mod traffic;

@@ -1,16 +1,17 @@
 //! `produce`: sends updates to a topic, from a file (bytes unchanged) or simulated, for the demo,
 //! the tests and the benchmarks. Not part of the service's pipeline.
 
-use crate::events::{KafkaClientError, Telemetry};
-use crate::synthetic::{SyntheticTraffic, TrafficProfile};
+use crate::traffic::synthetic::{SyntheticTraffic, TrafficProfile};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::io::BufRead;
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Where and how fast to send.
 pub struct ProduceTarget<'a> {
@@ -27,19 +28,53 @@ pub struct ProduceSummary {
     pub elapsed: Duration,
 }
 
-/// The producer's errors go through the same event as the consumer's: counted, and logged at most
-/// once a second per code (a broker outage repeats them many times a second).
+/// The producer's errors, logged at most once a second per code (a broker outage repeats them many
+/// times a second), with the count of those left out since.
 struct ProducerLog {
-    telemetry: Telemetry,
+    /// Per error code: the second of its last warning, and how many were left out since.
+    warned: Mutex<HashMap<String, (u64, u64)>>,
     undelivered: std::sync::atomic::AtomicU64,
+}
+
+impl ProducerLog {
+    fn warn(&self, error: &KafkaError, reason: &str) {
+        let code = error
+            .rdkafka_error_code()
+            .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
+        let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if let Some(suppressed) = self.admit(&code, second) {
+            tracing::warn!(
+                code = code.as_str(),
+                reason = reason,
+                suppressed_since_last_warning = suppressed,
+                "kafka client error"
+            );
+        }
+    }
+
+    /// `Some(left out since the last warning)` when a warning for `code` may be logged in `second`.
+    fn admit(&self, code: &str, second: u64) -> Option<u64> {
+        let mut warned = self.warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match warned.get_mut(code) {
+            Some((last, suppressed)) if *last == second => {
+                *suppressed += 1;
+                None
+            }
+            Some((last, suppressed)) => {
+                *last = second;
+                Some(std::mem::take(suppressed))
+            }
+            None => {
+                warned.insert(code.to_string(), (second, 0));
+                Some(0)
+            }
+        }
+    }
 }
 
 impl ClientContext for ProducerLog {
     fn error(&self, error: KafkaError, reason: &str) {
-        let code = error
-            .rdkafka_error_code()
-            .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-        KafkaClientError { code: &code, reason }.emit(&self.telemetry);
+        self.warn(&error, reason);
     }
 }
 
@@ -49,14 +84,7 @@ impl ProducerContext for ProducerLog {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, _)) = result {
             self.undelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let code = error
-                .rdkafka_error_code()
-                .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-            KafkaClientError {
-                code: &code,
-                reason: "delivery failed",
-            }
-            .emit(&self.telemetry);
+            self.warn(error, "delivery failed");
         }
     }
 }
@@ -80,7 +108,7 @@ impl Sender {
             config.set(key, value);
         }
         let context = ProducerLog {
-            telemetry: Telemetry::new(0),
+            warned: Default::default(),
             undelivered: Default::default(),
         };
         Ok(Sender {
@@ -195,7 +223,7 @@ pub fn produce_synthetic(
 
 #[cfg(test)]
 mod tests {
-    use super::key_of;
+    use super::{key_of, ProducerLog};
 
     #[test]
     fn keys_come_from_metadata_id() {
@@ -208,5 +236,26 @@ mod tests {
         assert_eq!(key_of(br#"{"metadata":{"id":5}}"#), None);
         assert_eq!(key_of(b"not json"), None);
         assert_eq!(key_of(b"[1]"), None);
+    }
+
+    #[test]
+    fn errors_are_logged_once_a_second_per_code() {
+        let log = ProducerLog {
+            warned: Default::default(),
+            undelivered: Default::default(),
+        };
+        let first: Vec<_> = (0..4).map(|_| log.admit("AllBrokersDown", 100)).collect();
+        assert_eq!(first, [Some(0), None, None, None]);
+        assert_eq!(
+            log.admit("MessageTimedOut", 100),
+            Some(0),
+            "each code has its own limit"
+        );
+        assert_eq!(
+            log.admit("AllBrokersDown", 101),
+            Some(3),
+            "the next warning counts the 3 left out"
+        );
+        assert_eq!(log.admit("AllBrokersDown", 101), None);
     }
 }
