@@ -2,7 +2,7 @@
 //!
 //! The hot path is a single borrowing `serde_json` pass into the model (no `Value` tree, the opaque
 //! `input`/`output`/`additionalMetadata` kept as raw text) followed by cheap checks. Only when that
-//! pass fails do we read the message a second time to say *why* ([`classify`]): rejections are
+//! pass fails do we read the message a second time to say *why* (`classify`): rejections are
 //! rare, so that time does not matter, but their memory does (anyone who can produce to the topic
 //! chooses them), so the second look streams too and keeps nothing but a verdict per field. The
 //! error type on the hot path stays a small `Copy` value plus a detail string built only for

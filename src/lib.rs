@@ -3,33 +3,43 @@
 //!
 //! # Layout
 //!
-//! Data flows one way, and the modules follow it:
+//! Data flows one way: Kafka message -> [`decode`] -> [`aggregate`] -> [`exporter`], with
+//! [`thresholds`] read from the aggregation. The modules are layered the same way, lowest first;
+//! a module uses only the layers before its own (`tests/layout.rs` checks every `crate::` path):
 //!
-//! - [`source`]: where messages come from: the Kafka consumer group ([`source::kafka`]: offsets,
-//!   commits, rebalances, consumer health; the librdkafka configuration, checked without a client,
-//!   and which of its values are secrets) or a replayed file ([`source::file`]).
-//! - [`pipeline`]: one message through the stages below; both sources call it.
-//! - [`decode`]: bytes -> a validated [`decode::RunUpdate`], or a typed [`decode::RejectReason`].
-//! - [`model`]: Hatchet's `V1WorkflowRun`, `V1TaskStatus` and `APIResourceMeta`, faithful to the
-//!   contract and nothing else.
-//! - [`aggregate`]: per workflow, outcomes (counted once), duration and queue-wait histograms,
-//!   failure-ratio windows, windowed duration quantiles, metadata labels, and per-run lifecycle (in flight, retries, replays),
-//!   all in bounded memory. Pure and synchronous. It decides which of a message's timestamps to
-//!   believe, and makes label values from messages safe and bounded
-//!   ([`aggregate::label_value`]) once, where a series or value is created.
-//! - [`thresholds`]: what healthy means per workflow, from the config: default and overrides
-//!   resolved per workflow, evaluated against the aggregation on an interval
-//!   ([`thresholds::evaluate`]), and written as Prometheus alerting rules ([`thresholds::rules`]).
-//! - [`exporter`]: the Prometheus exposition rendered from the aggregation, and the HTTP
-//!   endpoints (`/metrics`, `/healthz`, `/readyz`) with their limits on connections and
-//!   timeouts ([`exporter::http`]); one `/metrics` page shared by concurrent scrapes, with a
-//!   bounded number of pages alive ([`exporter::page`]).
-//! - [`events`]: every observable event of the service itself, logging and counting together.
-//! - [`config`]: the TOML config, its defaults and validation.
-//! - [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).
-//! - [`reload`]: the thresholds applied again on SIGHUP or a changed file, without a restart.
-//! - [`traffic`]: sending a file or simulated traffic to a topic ([`traffic::produce`],
-//!   [`traffic::synthetic`]), for the demo, the tests and the benchmarks; the service never uses it.
+//! 1. [`model`]: Hatchet's `V1WorkflowRun`, `V1TaskStatus` and `APIResourceMeta`, faithful to the
+//!    contract and nothing else.
+//! 2. [`ids`]: tenants and workflows as 128-bit UUIDs, runs as keys, series as [`ids::SeriesId`].
+//! 3. [`setting`]: the one error for a setting that cannot be used ([`setting::ConfigError`]:
+//!    file, key, why) and the one duration parser.
+//! 4. [`decode`]: bytes -> a validated [`decode::RunUpdate`], or a typed [`decode::RejectReason`].
+//! 5. [`events`]: every observable event of the service itself, logging and counting together.
+//! 6. [`aggregate`]: per workflow, outcomes (counted once), duration and queue-wait histograms,
+//!    failure-ratio windows, windowed duration quantiles, metadata labels, and per-run lifecycle
+//!    (in flight, retries, replays), all in bounded memory. Pure and synchronous. It decides
+//!    which of a message's timestamps to believe, and makes label values from messages safe and
+//!    bounded ([`aggregate::label_value`]) once, where a series or value is created.
+//! 7. [`thresholds`]: what healthy means per workflow: default and overrides resolved per
+//!    workflow, evaluated against the aggregation into numbers ([`thresholds::evaluate`]), and
+//!    written as Prometheus alerting rules ([`thresholds::rules`]).
+//! 8. [`config`]: the TOML config, its defaults and validation, which reads every layer's
+//!    settings; [`config::kafka`]: the librdkafka configuration, checked without a client, and
+//!    which of its values are secrets.
+//! 9. [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).
+//! 10. [`pipeline`]: one message through decode and aggregate; both sources call it.
+//! 11. [`service`]: the running service's shared state: the pipeline, the thresholds'
+//!     evaluation, readiness, and what `/metrics` keeps between renders (the lock order is there).
+//! 12. [`source`]: where messages come from: the Kafka consumer group ([`source::kafka`]:
+//!     offsets, commits, rebalances; what the client reports goes to the service's readiness) or
+//!     a replayed file ([`source::file`]).
+//! 13. [`exporter`]: `/metrics`, `/healthz` and `/readyz` from the service: the one writer of the
+//!     text format ([`exporter::text`]), the workflow families and the thresholds' gauges, the
+//!     HTTP endpoints with their limits ([`exporter::http`]), and one `/metrics` page shared by
+//!     concurrent scrapes ([`exporter::page`]).
+//! 14. [`reload`]: the thresholds applied again on SIGHUP or a changed file, without a restart.
+//! 15. [`traffic`]: sending a file or simulated traffic to a topic ([`traffic::produce`],
+//!     [`traffic::synthetic`]), for the demo, the tests and the benchmarks; the service never
+//!     uses it.
 //!
 //! `main.rs` is the command line (`run`, `check-config`, `replay`, `produce`, `rules`,
 //! `thresholds explain`).

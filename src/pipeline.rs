@@ -1,7 +1,7 @@
 //! One message through the stages: decode -> aggregate -> self-metrics. The Kafka source and the
 //! file replay both call [`Pipeline::process`], so a replayed file is counted exactly as Kafka is.
 //! The per-message path and nothing else: the running service's shared state around it (the
-//! thresholds, readiness, `/metrics`) is [`crate::service`]'s.
+//! thresholds, readiness, `/metrics`) is the `service` module's.
 
 use crate::aggregate::{Aggregator, Applied};
 use crate::decode::{decode, RejectReason};

@@ -11,12 +11,16 @@
 //! - every workflow name and metadata value is as long as `metrics.max_label_value_bytes`;
 //! - every series exists that the caps allow: `metrics.max_workflows` workflows, each in a tenant
 //!   of its own and so with an overflow series of its own once the cap is reached;
-//! - every quantile window is as full as the widest spread of durations measured (log-uniform from
-//!   1 µs to 4 weeks, 46 KiB a window); a spread over more octaves than that costs more;
+//! - every quantile window is full: each of its slots holds durations in every octave the
+//!   aggregation trusts (1 ns to a year), many of each (real traffic, with its narrower spread,
+//!   fills a window to 10 to 46 KiB);
+//! - the outcome memory and run tracking are full, their tables just grown (a hash table and a
+//!   ring grow by doubling, so they cost between one and two times their entries);
 //! - the Kafka client holds as much prefetched data as `queued.max.messages.kbytes` allows, plus
 //!   one fetch response of `fetch.max.bytes`;
-//! - [`PAGES_HELD`] rendered pages are alive at once (the HTTP layer shares pages between clients
-//!   and bounds how many distinct ones live).
+//! - `http.max_pages` rendered pages are alive at once (the HTTP layer shares pages between
+//!   clients and bounds how many distinct ones live), each allocated at about its length, plus
+//!   one response's worth of the service's own metrics per connection (`http.max_connections`).
 //!
 //! Pure arithmetic: no I/O, nothing measured at run time.
 

@@ -120,7 +120,7 @@ pub struct InFlight {
     pub running: u64,
 }
 
-/// Bytes of one tracked run's slot (its map entry aside), for [`crate::sizing`].
+/// Bytes of one tracked run's slot (its map entry aside), for the memory estimate (`sizing`).
 pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 /// Bytes of one map entry from a run key to its slot.
 pub const MAP_ENTRY_BYTES: usize = std::mem::size_of::<([u32; 4], u32)>();

@@ -689,7 +689,7 @@ pub fn workflow_name_from_display_name(display_name: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-/// A duration from `startedAt` to `finishedAt` longer than [`MAX_TRUSTED_DURATION_MS`].
+/// A duration from `startedAt` to `finishedAt` longer than a year (`MAX_TRUSTED_DURATION_MS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Implausible;
 

@@ -41,7 +41,7 @@ pub struct OutcomeMemoryLimits {
 /// `max_entries`) counts again; `forgotten_at_cap` makes the second case visible, since it means
 /// the cap is too small for the traffic.
 /// Bytes of one remembered outcome in the set, and in the order of forgetting, for
-/// [`crate::sizing`].
+/// the memory estimate (`sizing`).
 pub const SET_ENTRY_BYTES: usize = std::mem::size_of::<OutcomeKey>();
 pub const ORDER_ENTRY_BYTES: usize = std::mem::size_of::<(i64, OutcomeKey)>();
 

@@ -66,7 +66,7 @@ struct Endpoints {
 }
 
 /// Serves until `shutdown` resolves, then lets responses in progress finish (for
-/// [`SHUTDOWN_GRACE`] at most).
+/// `SHUTDOWN_GRACE` at most).
 pub async fn serve(
     listener: TcpListener,
     limits: HttpConfig,
