@@ -4,6 +4,8 @@
 use super::*;
 use crate::ids::Uuid128;
 use crate::model::V1TaskStatus;
+use crate::setting::ConfigError;
+use std::time::Duration;
 
 const EXAMPLE: &str = include_str!("../../config/thresholds.toml");
 /// The tenant of the example's `batch-tenant` override.
