@@ -6,8 +6,7 @@
 //! it leaves out come from the default, then from the built-in defaults. The same resolved rules
 //! drive the sidecar's own evaluation ([`evaluate`]) and the Prometheus alerting rules ([`rules`]).
 //!
-//! This module reads nothing but the config: no statistics, no I/O.
-
+//! No I/O: the config's text comes in, numbers and rules go out; the exporter renders them.
 //!
 //! - [`spec`]: the thresholds as written (every field optional), read from TOML.
 //! - [`resolve`]: validated into rules, and which rule applies to a workflow.
