@@ -6,13 +6,11 @@
 mod common;
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const TENANT: &str = "707d0855-80ab-4e1f-a156-f1c4546cbf52";
@@ -195,23 +193,6 @@ fn hostile_stream() -> Vec<(Outgoing, Option<&'static str>)> {
     stream
 }
 
-async fn create_big_message_topic(brokers: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, 2, TopicReplication::Fixed(1)).set("max.message.bytes", "20000000")],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
-        .expect("create_topics request");
-    for result in results {
-        result.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-}
-
 fn big_message_producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -219,45 +200,6 @@ fn big_message_producer(brokers: &str) -> FutureProducer {
         .set("message.timeout.ms", "120000")
         .create()
         .expect("producer")
-}
-
-fn check_config_total_mib(config: &str) -> f64 {
-    let path = std::env::temp_dir().join(unique_name("hostile-check.toml"));
-    std::fs::write(&path, config).unwrap();
-    let output = binary(&["check-config", "--config", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&path);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout.lines().find(|l| l.contains("in all")).expect("a total line");
-    line.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("MiB")
-}
-
-fn promtool_check(page: &str) {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/test installs it)");
-    std::io::Write::write_all(promtool.stdin.as_mut().expect("stdin"), page.as_bytes()).unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
-    assert!(
-        checked.status.success() && said.trim().is_empty(),
-        "promtool check metrics:\n{said}"
-    );
 }
 
 /// The page through the Python `prometheus_client` parser, read from a file as Python reads
@@ -290,7 +232,7 @@ async fn a_hostile_stream_is_counted_survived_and_bounded() {
     let brokers = shared_brokers();
     let topic = unique_name("hostile");
     let group = unique_name("group");
-    create_big_message_topic(&brokers, &topic).await;
+    create_topic_with(&brokers, &topic, 2, &[("max.message.bytes", "20000000")]).await;
     let config_text = config(&brokers, &topic, &group);
     let limit_mib = check_config_total_mib(&config_text);
     let service = Service::start(&config_text);
@@ -377,7 +319,7 @@ async fn a_hostile_stream_is_counted_survived_and_bounded() {
     let (status, page) = service.get("/metrics").expect("scrape");
     assert_eq!(status, 200);
     assert!(page.lines().all(|l| l.len() < 2_000), "a line of the page is too long");
-    promtool_check(&page);
+    promtool_check_metrics(page.as_bytes());
     let samples = page
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())

@@ -18,29 +18,10 @@ fn kubernetes_config(manifest: &str) -> String {
         .join("\n")
 }
 
-/// The total `check-config` prints for `config`, in MiB.
-fn printed_total_mib(config: &str) -> f64 {
-    let path = std::env::temp_dir().join(unique_name("sizing.toml"));
-    std::fs::write(&path, config).unwrap();
-    let output = binary(&["check-config", "--config", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&path);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout.lines().find(|l| l.contains("in all")).expect("a total line");
-    line.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("a number of MiB in {line:?}"))
-}
-
 #[test]
 fn the_kubernetes_example_limit_covers_its_worst_case() {
     let manifest = read("deploy/kubernetes/hatchet-run-metrics.yaml");
-    let total = printed_total_mib(&kubernetes_config(&manifest));
+    let total = check_config_total_mib(&kubernetes_config(&manifest));
     let limit_line = manifest
         .lines()
         .skip_while(|l| !l.trim_start().starts_with("limits:"))

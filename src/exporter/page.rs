@@ -250,6 +250,18 @@ mod tests {
         move || format!("page {}\n", renders.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
+    /// A render that counts itself once `release` is sent: it holds the render in progress.
+    fn gated(renders: &Arc<AtomicUsize>) -> (mpsc::Sender<()>, impl FnOnce() -> String + Send + 'static) {
+        let (release, gate) = mpsc::channel::<()>();
+        let renders = renders.clone();
+        let render = move || {
+            let _ = gate.recv();
+            renders.fetch_add(1, Ordering::SeqCst);
+            "the page\n".to_string()
+        };
+        (release, render)
+    }
+
     fn same_memory(a: &Bytes, b: &Bytes) -> bool {
         a.as_ptr() == b.as_ptr() && a.len() == b.len()
     }
@@ -258,15 +270,7 @@ mod tests {
     async fn concurrent_scrapes_share_one_render() {
         let pages = pages(Duration::ZERO, 3);
         let renders = Arc::new(AtomicUsize::new(0));
-        let (release, gate) = mpsc::channel::<()>();
-        let gated = {
-            let renders = renders.clone();
-            move || {
-                let _ = gate.recv();
-                renders.fetch_add(1, Ordering::SeqCst);
-                "the page\n".to_string()
-            }
-        };
+        let (release, gated) = gated(&renders);
         let first = pages.get(gated);
         // Registered while the first render is held at its gate: they must join it.
         let others: Vec<_> = (0..8).map(|_| pages.get(counted(&renders))).collect();
@@ -350,15 +354,7 @@ mod tests {
     async fn a_scrape_that_gives_up_does_not_stop_the_render() {
         let pages = pages(Duration::from_secs(3600), 3);
         let renders = Arc::new(AtomicUsize::new(0));
-        let (release, gate) = mpsc::channel::<()>();
-        let gated = {
-            let renders = renders.clone();
-            move || {
-                let _ = gate.recv();
-                renders.fetch_add(1, Ordering::SeqCst);
-                "the page\n".to_string()
-            }
-        };
+        let (release, gated) = gated(&renders);
         drop(pages.get(gated));
         let joined = pages.get(counted(&renders));
         release.send(()).unwrap();

@@ -70,13 +70,22 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    create_topic_with(brokers, topic, partitions, &[]).await
+}
+
+/// A topic with topic-level settings (`max.message.bytes`, say).
+pub async fn create_topic_with(brokers: &str, topic: &str, partitions: i32, settings: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in settings {
+        new_topic = new_topic.set(key, value);
+    }
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[new_topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await
@@ -483,4 +492,45 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 /// Reads a file of the repository.
 pub fn read(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(repo_root().join(path)).unwrap()
+}
+
+/// The worst-case resident size `check-config` prints for `config` (TOML text), in MiB.
+pub fn check_config_total_mib(config: &str) -> f64 {
+    let path = std::env::temp_dir().join(unique_name("check-config.toml"));
+    std::fs::write(&path, config).unwrap();
+    let output = binary(&["check-config", "--config", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().find(|l| l.contains("in all")).expect("a total line");
+    line.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a number of MiB in {line:?}"))
+}
+
+/// `promtool check metrics` on an exposition: it must pass without a word.
+pub fn promtool_check_metrics(page: &[u8]) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    promtool.stdin.as_mut().expect("stdin").write_all(page).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        checked.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}"
+    );
 }
