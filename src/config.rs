@@ -792,6 +792,12 @@ fn deserialize_toml<T: serde::de::DeserializeOwned>(text: &str, source_name: &st
             "." => at_key.unwrap_or_else(|| "(top level)".into()),
             _ => key,
         };
+        // The TOML reader quotes the value it refused ("invalid type: integer `123456`"): never
+        // that of a secret.
+        let property = key.strip_prefix("kafka.properties.").map(|name| name.trim_matches('"'));
+        if property.is_some_and(kafka::is_secret) {
+            why = "must be a string (the value is not shown: it may be a secret)".into();
+        }
         ConfigError {
             source_name: source_name.into(),
             key,
@@ -961,6 +967,7 @@ mod tests {
             ("[http]\npage_max_age = \"5m\"", "http.page_max_age", "at most 1m"),
             ("[http]\nmax_pages = 1", "http.max_pages", "between 2 and 100"),
             ("[log]\nlevel = \"=!=\"", "log.level", "tracing filter"),
+            ("[kafka.properties]\n\"sasl.password\" = 123456", "kafka.properties", "not shown"),
             ("[thresholds.default.failure_rate]\nmax = 0.1", "thresholds.default.failure_rate", "unknown field"),
             ("[thresholds.default.failure_ratio]\nmax = 1.5", "thresholds.default.failure_ratio.max", "between 0 and 1"),
             ("[thresholds.default.oldest_running_age]\nmax = \"-5m\"", "thresholds.default.oldest_running_age.max", "negative"),

@@ -121,6 +121,9 @@ struct BrokerState {
     /// The latest connection error of any broker (one broker's trouble is not an outage), told
     /// along with an outage.
     last_error: Option<String>,
+    /// The brokers refused this client an operation (topic or group ACLs): the connection is up,
+    /// so only an assignment clears it.
+    denied: Option<String>,
 }
 
 /// Why no broker can be used, most telling first: a later, vaguer report never hides a refusal
@@ -133,20 +136,23 @@ enum BrokerProblem {
     NoConnection,
     /// Every broker is down or unreachable.
     AllDown(String),
-    /// The brokers refused this client's credentials or permissions.
+    /// The brokers refused this client's credentials.
     Refused(String),
 }
 
 impl Readiness {
     /// `None` when ready: partitions assigned and a broker connection up.
     pub fn not_ready_because(&self) -> Option<String> {
+        if self.assigned_partitions.load(Ordering::Relaxed) == 0 {
+            if let Some(reason) = &self.state().denied {
+                return Some(format!("the brokers refused this client's permissions: {reason}"));
+            }
+        }
         if !self.broker_up.load(Ordering::Relaxed) {
             let state = self.state();
             let why = match &state.problem {
                 BrokerProblem::Refused(reason) => {
-                    return Some(format!(
-                        "the brokers refused this client's credentials or permissions: {reason}"
-                    ))
+                    return Some(format!("the brokers refused this client's credentials: {reason}"))
                 }
                 BrokerProblem::None => "connecting to the brokers: none has answered yet".to_string(),
                 BrokerProblem::NoConnection => "no broker connection is up (the Kafka client's statistics)".into(),
@@ -173,7 +179,8 @@ impl Readiness {
     /// The Kafka client's statistics show a broker connection up: the authority.
     pub fn broker_connected(&self) {
         let mut state = self.state();
-        *state = BrokerState::default();
+        state.problem = BrokerProblem::None;
+        state.last_error = None;
         self.broker_up.store(true, Ordering::Relaxed);
     }
 
@@ -223,7 +230,16 @@ impl Readiness {
 
     /// Partitions this member holds now.
     pub fn partitions_assigned(&self, count: usize) {
+        if count > 0 {
+            self.state().denied = None;
+        }
         self.assigned_partitions.store(count, Ordering::Relaxed);
+    }
+
+    /// The brokers refused an operation (reading a topic, joining the group): the connection
+    /// stays up, so this stays the reason until partitions are assigned.
+    pub fn access_denied(&self, reason: &str) {
+        self.state().denied = Some(reason.to_string());
     }
 }
 
@@ -259,6 +275,21 @@ mod tests {
         );
         readiness.broker_connected();
         readiness.partitions_assigned(1);
+        assert_eq!(readiness.not_ready_because(), None);
+    }
+
+    #[test]
+    fn a_refused_permission_stays_the_reason_until_an_assignment() {
+        let readiness = Readiness::default();
+        readiness.broker_connected();
+        readiness.access_denied("Group authorization failed");
+        readiness.broker_connected();
+        assert!(
+            reason(&readiness).contains("permissions") && reason(&readiness).contains("Group authorization"),
+            "{}",
+            reason(&readiness)
+        );
+        readiness.partitions_assigned(2);
         assert_eq!(readiness.not_ready_because(), None);
     }
 

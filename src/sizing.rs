@@ -76,13 +76,13 @@ pub struct MemoryEstimate {
 
 impl MemoryEstimate {
     pub fn total_bytes(&self) -> u64 {
-        self.terms.iter().map(|t| t.bytes).sum()
+        self.terms.iter().fold(0u64, |sum, t| sum.saturating_add(t.bytes))
     }
 
     /// The resident size without the Kafka client's buffers (what an aggregation alone reaches,
     /// as the benchmark measures it).
     pub fn without_kafka_bytes(&self) -> u64 {
-        self.terms.iter().filter(|t| t.what != KAFKA).map(|t| t.bytes).sum()
+        (self.terms.iter().filter(|t| t.what != KAFKA)).fold(0u64, |sum, t| sum.saturating_add(t.bytes))
     }
 
     /// For `check-config`: one line a term, then the total.
@@ -170,14 +170,16 @@ fn hash_table_bytes(entries: u64, entry_bytes: u64) -> u64 {
     let buckets = match entries {
         0..4 => 4,
         4..8 => 8,
-        n => (n * 8 / 7).next_power_of_two(),
+        n => (n.saturating_mul(8) / 7)
+            .checked_next_power_of_two()
+            .unwrap_or(u64::MAX),
     };
-    buckets * (entry_bytes + 1) + 16
+    buckets.saturating_mul(entry_bytes + 1).saturating_add(16)
 }
 
 /// A `Vec` or `VecDeque` of `entries` at most, grown by doubling.
 fn ring_bytes(entries: u64, entry_bytes: u64) -> u64 {
-    entries.next_power_of_two() * entry_bytes
+    (entries.checked_next_power_of_two().unwrap_or(u64::MAX)).saturating_mul(entry_bytes)
 }
 
 /// The estimate for `config` (valid: `Config::load` accepted it).
@@ -187,7 +189,8 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
     let workflows = m.max_workflows as u64;
     // Each workflow in a tenant of its own, each tenant with an overflow series, and the one
     // overflow tenant.
-    let series = 2 * workflows + 1;
+    // Saturating: the caps have no upper bound, and a wrapped total would be an unsafe limit.
+    let series = workflows.saturating_mul(2).saturating_add(1);
     let kinds = threshold_kinds(config);
     let rows = metadata_rows(config);
     let buckets = (m.duration_buckets_seconds.len() + m.queue_buckets_seconds.len() + 2) as u64;
@@ -205,21 +208,23 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
         + kinds * (THRESHOLD_STATE_BYTES + label);
     let lines = series_lines(config, kinds);
     let pages = config.http.max_pages as u64;
-    let page = series * (lines.lines * (LINE_BYTES + label) + lines.metadata_lines * metadata_labels * (label + 16));
+    let page = series
+        .saturating_mul(lines.lines * (LINE_BYTES + label) + lines.metadata_lines * metadata_labels * (label + 16));
     // A render copies the histograms (not the windows) into a snapshot besides the page.
-    let snapshot = series * (BUCKET_BYTES * buckets * rows + SERIES_BYTES);
-    let queued = kafka_property(config, "queued.max.messages.kbytes", DEFAULT_QUEUED_KBYTES) * 1024;
+    let snapshot = series.saturating_mul(BUCKET_BYTES * buckets * rows + SERIES_BYTES);
+    let queued = kafka_property(config, "queued.max.messages.kbytes", DEFAULT_QUEUED_KBYTES).saturating_mul(1024);
     let fetch = kafka_property(config, "fetch.max.bytes", DEFAULT_FETCH_MAX_BYTES);
     let message = config.kafka.max_message_bytes as u64;
     let outcomes = hash_table_bytes(
         config.outcomes.max_remembered as u64,
         outcome_memory::SET_ENTRY_BYTES as u64,
-    ) + ring_bytes(
-        config.outcomes.max_remembered as u64 + 1,
+    )
+    .saturating_add(ring_bytes(
+        (config.outcomes.max_remembered as u64).saturating_add(1),
         outcome_memory::ORDER_ENTRY_BYTES as u64,
-    );
+    ));
     let runs = hash_table_bytes(config.runs.max_tracked as u64, lifecycle::MAP_ENTRY_BYTES as u64)
-        + ring_bytes(config.runs.max_tracked as u64, lifecycle::SLOT_BYTES as u64);
+        .saturating_add(ring_bytes(config.runs.max_tracked as u64, lifecycle::SLOT_BYTES as u64));
     let terms = vec![
         Term {
             what: "process at rest",
@@ -262,7 +267,7 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
         },
         Term {
             what: "workflow series",
-            bytes: series * per_series,
+            bytes: series.saturating_mul(per_series),
             how: format!(
                 "{series} series (2 x metrics.max_workflows + 1: each workflow's and its tenant's overflow) x {per_series} B \
                  ({windows} quantile windows x {QUANTILE_WINDOW_BYTES} B, {buckets} buckets, names of {label} B{})",
@@ -274,7 +279,7 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
         },
         Term {
             what: "metadata label values",
-            bytes: metadata_labels * m.metadata_label_max_values as u64 * (2 * label + 64),
+            bytes: (metadata_labels * m.metadata_label_max_values as u64).saturating_mul(2 * label + 64),
             how: format!(
                 "{metadata_labels} labels x metrics.metadata_label_max_values ({}) x (2 x {label} + 64) B",
                 m.metadata_label_max_values
@@ -282,7 +287,10 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
         },
         Term {
             what: "/metrics pages",
-            bytes: pages * page + snapshot + config.http.max_connections as u64 * SELF_METRICS_BYTES,
+            bytes: pages
+                .saturating_mul(page)
+                .saturating_add(snapshot)
+                .saturating_add(config.http.max_connections as u64 * SELF_METRICS_BYTES),
             how: format!(
                 "http.max_pages ({pages}) x {} MiB ({} lines of {} B or more per series), one snapshot, and the service's own metrics per connection",
                 page >> 20,
@@ -356,5 +364,12 @@ mod tests {
         ] {
             assert!(text.contains(what), "{what} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn absurd_caps_saturate_instead_of_wrapping() {
+        let text = "[metrics]\nmax_workflows = 9000000000000000000\n[outcomes]\nmax_remembered = 9000000000000000000\n";
+        let estimate = worst_case(&Config::parse(text, "test").expect("valid config"));
+        assert_eq!(estimate.total_bytes(), u64::MAX, "{}", estimate.render());
     }
 }

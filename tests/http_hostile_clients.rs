@@ -274,11 +274,14 @@ async fn slow_headers_idle_connections_and_connections_beyond_the_cap_are_closed
 
     let body = scrape(&service);
     assert!(sample(&body, "hatchet_run_metrics_http_connections_refused_total") >= 1.0);
-    assert!(
+    // The silent one and the six slow ones; the kept-alive one closed while idle after its
+    // answer is an ordinary close (Prometheus scraping less often than the timeout), not counted.
+    assert_eq!(
         sample(
             &body,
             "hatchet_run_metrics_http_connections_timed_out_total{timeout=\"header_read\"}"
-        ) >= 8.0,
+        ),
+        7.0,
         "{}",
         body.lines()
             .filter(|l| l.contains("_http_"))

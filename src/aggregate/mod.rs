@@ -347,7 +347,12 @@ impl Aggregator {
         if !terminal {
             return Applied::InProgress;
         }
-        let key = OutcomeKey::new(update.run_key, finished.unwrap_or(NOT_FINISHED));
+        // An outcome's identity is its finishedAt as sent, believed or not: whether it is believed
+        // depends on the wall clock when it is processed, and a redelivery must be the same
+        // outcome, a replay's new finish a new one. (An instant beyond i64 nanoseconds is keyed by
+        // its seconds, so that two absurd finishes stay two.)
+        let sent_finish = (run.finished_at).map(|t| t.timestamp_nanos_opt().unwrap_or_else(|| t.timestamp()));
+        let key = OutcomeKey::new(update.run_key, sent_finish.unwrap_or(NOT_FINISHED));
         if !self.outcomes.remember(key, now) {
             return Applied::Duplicate;
         }
@@ -467,21 +472,24 @@ impl Aggregator {
                 }
             }
             None => {
-                let name = match self.settings.workflow_names.get(&update.workflow) {
-                    Some(name) => name.clone(),
+                let (name, altered) = match self.settings.workflow_names.get(&update.workflow) {
+                    Some(name) => (name.clone(), Default::default()),
                     None => {
                         let derived = workflow_name_from_display_name(&update.run.display_name);
                         let (name, altered) = match derived {
                             Some(name) => label_value::sanitize(name, self.settings.max_label_value_bytes),
                             None => (update.run.workflow_id.to_ascii_lowercase().into(), Default::default()),
                         };
-                        self.workflow_names_altered.add(altered);
-                        name.into_owned()
+                        (name.into_owned(), altered)
                     }
                 };
                 let at = match self.series_by_label.get(&(update.tenant, name.clone())) {
                     Some(&at) => at,
-                    None => self.new_series(update.tenant, name, Some(update.workflow)),
+                    None => {
+                        // Counted per series created: a name shared by two workflow ids once.
+                        self.workflow_names_altered.add(altered);
+                        self.new_series(update.tenant, name, Some(update.workflow))
+                    }
                 };
                 if let Some(stats) = self.series[at].as_mut() {
                     if !stats.workflow_ids.contains(&update.workflow) {

@@ -597,9 +597,18 @@ fn workflow_names_from_messages_become_safe_bounded_label_values() {
     let mut agg = Aggregator::new(settings(), Clock::Wall);
     let huge = format!("{}-1787407391482", "n".repeat(1 << 16));
     let other = format!("{}m-1787407391482", "n".repeat((1 << 16) - 1));
-    agg.apply(&update(&doc("r1", WF_A, "QUEUED", json!({"displayName": huge}))), 0);
+    agg.apply(
+        &update(&doc("r1", WF_A, "QUEUED", json!({"displayName": huge.clone()}))),
+        0,
+    );
     agg.apply(&update(&doc("r2", WF_B, "QUEUED", json!({"displayName": other}))), 0);
     let wf_c = "5c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+    let wf_d = "6d1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+    // Another workflow id with the same long name: the same series, not counted again.
+    agg.apply(
+        &update(&doc("r4", wf_d, "QUEUED", json!({"displayName": huge.clone()}))),
+        0,
+    );
     agg.apply(
         &update(&doc(
             "r3",
@@ -615,4 +624,20 @@ fn workflow_names_from_messages_become_safe_bounded_label_values() {
     assert!(names.iter().all(|n| n.len() <= 128));
     assert!(names.contains(&"bad\u{FFFD}\u{FFFD}name\u{FFFD}".to_string()));
     assert_eq!(agg.workflow_names_altered, AlterationCounts { cut: 2, replaced: 1 });
+}
+
+#[test]
+fn whether_a_finish_is_believed_never_changes_which_outcome_it_is() {
+    let mut agg = Aggregator::new(with_default_timestamp_limits(), Clock::Wall);
+    let now = at("2026-08-22T14:00:00Z");
+    // A producer clock 15 minutes fast: not believed now, believed when redelivered later.
+    let fast = finished("a", WF_A, "COMPLETED", "2026-08-22T14:10:00Z", "2026-08-22T14:15:00Z");
+    assert!(matches!(agg.apply(&update(&fast), now), Applied::Outcome { .. }));
+    assert_eq!(agg.apply(&update(&fast), now + 600 * S), Applied::Duplicate);
+    // A replayed run whose two finishes are both absurd: two outcomes, not one.
+    let first = finished("b", WF_A, "FAILED", "2026-08-22T13:00:00Z", "9999-01-01T00:00:00Z");
+    let again = finished("b", WF_A, "COMPLETED", "2026-08-22T13:00:00Z", "9999-02-01T00:00:00Z");
+    assert!(matches!(agg.apply(&update(&first), now), Applied::Outcome { .. }));
+    assert!(matches!(agg.apply(&update(&again), now), Applied::Outcome { .. }));
+    assert_eq!(agg.apply(&update(&again), now), Applied::Duplicate);
 }

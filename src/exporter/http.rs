@@ -253,6 +253,10 @@ struct Activity {
     last_moved_ms: AtomicU64,
     /// The client closed its side.
     client_closed: AtomicBool,
+    /// The client sent something (a request) at some point.
+    client_spoke: AtomicBool,
+    /// The client sent something since the service last wrote: a request in progress.
+    read_since_write: AtomicBool,
     /// A write made no progress for `http.write_timeout`.
     write_stalled: AtomicBool,
 }
@@ -263,6 +267,8 @@ impl Activity {
             opened: Instant::now(),
             last_moved_ms: AtomicU64::new(0),
             client_closed: AtomicBool::new(false),
+            client_spoke: AtomicBool::new(false),
+            read_since_write: AtomicBool::new(false),
             write_stalled: AtomicBool::new(false),
         }
     }
@@ -274,24 +280,30 @@ impl Activity {
 
     /// Which timeout, if any, ended the connection.
     ///
-    /// hyper reports its header timeout as an error only when part of a request had arrived; on a
-    /// connection that sent nothing (a fresh one, or a kept-alive one between requests) it ends it
-    /// as if the client had left. That case is told apart by what the stream saw: the client did
-    /// not close, and nothing moved for the whole timeout.
+    /// hyper ends a connection at its header timeout either with a timeout error or, when nothing
+    /// at all had arrived, as if the client had left; so what the stream saw decides. Counted: a
+    /// client that started a request and did not finish it, or never sent a byte and did not
+    /// close. Not counted: a kept-alive connection closed while idle after its answers (Prometheus
+    /// scraping less often than the timeout), an ordinary close.
     fn timed_out(&self, ended: &Result<(), hyper::Error>, header_read_timeout: Duration) -> Option<HttpTimeout> {
         if self.write_stalled.load(Ordering::Relaxed) {
             return Some(HttpTimeout::Write);
         }
+        // Answered, then quiet: a kept-alive connection hyper closed while idle.
+        let idle_after_answers =
+            self.client_spoke.load(Ordering::Relaxed) && !self.read_since_write.load(Ordering::Relaxed);
         match ended {
-            Err(error) if error.is_timeout() => Some(HttpTimeout::HeaderRead),
+            Err(error) if error.is_timeout() => (!idle_after_answers).then_some(HttpTimeout::HeaderRead),
             Err(_) => None,
             Ok(()) => {
                 let quiet = self
                     .opened
                     .elapsed()
                     .saturating_sub(Duration::from_millis(self.last_moved_ms.load(Ordering::Relaxed)));
-                let idle = !self.client_closed.load(Ordering::Relaxed) && quiet >= header_read_timeout;
-                idle.then_some(HttpTimeout::HeaderRead)
+                let silent = !self.client_closed.load(Ordering::Relaxed)
+                    && !self.client_spoke.load(Ordering::Relaxed)
+                    && quiet >= header_read_timeout;
+                silent.then_some(HttpTimeout::HeaderRead)
             }
         }
     }
@@ -325,6 +337,7 @@ impl ClientStream {
         if attempt.is_ready() {
             self.stalled = false;
             if let Poll::Ready(Ok(_)) = attempt {
+                self.activity.read_since_write.store(false, Ordering::Relaxed);
                 self.activity.moved();
             }
             return attempt;
@@ -358,6 +371,8 @@ impl AsyncRead for ClientStream {
             if buf.filled().len() == before {
                 this.activity.client_closed.store(true, Ordering::Relaxed);
             } else {
+                this.activity.client_spoke.store(true, Ordering::Relaxed);
+                this.activity.read_since_write.store(true, Ordering::Relaxed);
                 this.activity.moved();
             }
         }

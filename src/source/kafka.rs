@@ -31,13 +31,14 @@ use std::sync::Arc;
 /// What a Kafka client error says about readiness.
 fn tell_readiness(readiness: &Readiness, code: Option<RDKafkaErrorCode>, reason: &str) {
     match code {
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+            readiness.brokers_refused(reason)
+        }
         Some(
-            RDKafkaErrorCode::Authentication
-            | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::TopicAuthorizationFailed
+            RDKafkaErrorCode::TopicAuthorizationFailed
             | RDKafkaErrorCode::GroupAuthorizationFailed
             | RDKafkaErrorCode::ClusterAuthorizationFailed,
-        ) => readiness.brokers_refused(reason),
+        ) => readiness.access_denied(reason),
         Some(RDKafkaErrorCode::AllBrokersDown) => readiness.all_brokers_down(reason),
         Some(RDKafkaErrorCode::Resolve | RDKafkaErrorCode::SSL | RDKafkaErrorCode::BrokerTransportFailure) => {
             readiness.connection_failed(reason)
