@@ -82,6 +82,31 @@ fn scrub(text: &str, secret: &str) -> String {
     text
 }
 
+/// The values of `config`'s secret properties, for [`scrub_secrets`].
+pub fn secret_values(config: &KafkaConfig) -> Vec<String> {
+    (config.properties.iter())
+        .filter(|(name, value)| is_secret(name) && !value.trim().is_empty())
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
+/// `text` (a message of the Kafka client's, about to be logged or served on `/readyz`) without
+/// any of `secrets`, whole or as a tail of 8 characters or more: librdkafka quotes the rest of
+/// a value it cannot parse ("... beginning at: <the tail>").
+pub fn scrub_secrets(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets {
+        text = scrub(&text, secret);
+        let tail = (secret.char_indices().map(|(at, _)| at))
+            .filter(|&at| secret.len() - at >= 8)
+            .find(|&at| text.contains(&secret[at..]));
+        if let Some(at) = tail {
+            text = text.replace(&secret[at..], REDACTED);
+        }
+    }
+    text
+}
+
 /// `error`, from creating a client with `client`, made safe to print: librdkafka's words (and
 /// rdkafka's `Display`) quote the value of the property they refuse, and a client's creation
 /// error may quote any value.
@@ -259,5 +284,18 @@ mod tests {
         let ConfigError { key, why, .. } = refused_setting(&config).expect("refused");
         assert_eq!(key, "kafka.properties.\"fetch.wait.max.ms\"");
         assert!(why.contains("never"), "a value that is no secret is shown: {why}");
+    }
+
+    #[test]
+    fn client_messages_lose_secrets_whole_or_as_a_tail() {
+        let secrets = vec!["principal=admin secret=hunter2-long".to_string()];
+        let whole = scrub_secrets("config principal=admin secret=hunter2-long refused", &secrets);
+        assert!(!whole.contains("hunter2"), "{whole}");
+        let tail = scrub_secrets(
+            "Unrecognized sasl.oauthbearer.config beginning at: secret=hunter2-long",
+            &secrets,
+        );
+        assert!(!tail.contains("hunter2"), "{tail}");
+        assert_eq!(scrub_secrets("Connection refused", &secrets), "Connection refused");
     }
 }

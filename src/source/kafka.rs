@@ -10,7 +10,7 @@
 //! [`crate::config::kafka`]'s. What the client reports about the brokers goes to the service's
 //! [`Readiness`].
 
-use crate::config::kafka::{client_config, redacted};
+use crate::config::kafka::{client_config, redacted, scrub_secrets, secret_values};
 use crate::config::KafkaConfig;
 use crate::events::{
     ConsumedCounters, KafkaClientError, LagReported, MessageOrigin, MessageProcessed, OffsetStoreFailed,
@@ -51,10 +51,13 @@ fn tell_readiness(readiness: &Readiness, code: Option<RDKafkaErrorCode>, reason:
 struct SourceContext {
     telemetry: Arc<Telemetry>,
     readiness: Arc<Readiness>,
+    /// The values of the secret properties, kept out of every message of the client's.
+    secrets: Vec<String>,
 }
 
 impl ClientContext for SourceContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        let message = scrub_secrets(message, &self.secrets);
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", facility, "{message}")
@@ -88,8 +91,14 @@ impl ClientContext for SourceContext {
         let code = error
             .rdkafka_error_code()
             .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-        tell_readiness(&self.readiness, error.rdkafka_error_code(), reason);
-        KafkaClientError { code: &code, reason }.emit(&self.telemetry);
+        // Served on /readyz and logged: never with a secret in it.
+        let reason = scrub_secrets(reason, &self.secrets);
+        tell_readiness(&self.readiness, error.rdkafka_error_code(), &reason);
+        KafkaClientError {
+            code: &code,
+            reason: &reason,
+        }
+        .emit(&self.telemetry);
     }
 }
 
@@ -162,6 +171,7 @@ pub async fn consume(config: &KafkaConfig, service: &Service, shutdown: impl Fut
     let context = SourceContext {
         telemetry: telemetry.clone(),
         readiness: readiness.clone(),
+        secrets: secret_values(config),
     };
     let client = client_config(config);
     let consumer: StreamConsumer<SourceContext> = client
