@@ -12,7 +12,7 @@ use crate::aggregate::metadata_labels::MAX_METADATA_LABELS;
 use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings, TimestampLimits};
 use crate::ids::Uuid128;
 use crate::model::V1TaskStatus;
-use crate::setting::parse_duration;
+use crate::setting::{nanos, parse_duration};
 use crate::thresholds::{OverrideSpec, ThresholdSet, Thresholds, ThresholdsFile, TrackedWindows};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -321,11 +321,11 @@ fn window_lengths(key: &str, windows: &[String]) -> Result<Vec<(String, i64)>, C
         if length < Duration::from_secs(1) || length > Duration::from_secs(31 * 86400) {
             return Err(ConfigError::at(at, format!("{text:?} must lie between 1s and 31 days")));
         }
-        let nanos = i64::try_from(length.as_nanos()).unwrap_or(i64::MAX);
-        if lengths.iter().any(|(_, l)| *l == nanos) {
+        let length = nanos(length);
+        if lengths.iter().any(|(_, l)| *l == length) {
             return Err(ConfigError::at(at, format!("{text:?} repeats an earlier window")));
         }
-        lengths.push((text.trim().to_string(), nanos));
+        lengths.push((text.trim().to_string(), length));
     }
     Ok(lengths)
 }
@@ -394,11 +394,7 @@ impl Config {
                     default: self.thresholds.default.clone(),
                     overrides: self.thresholds.overrides.clone(),
                 };
-                Thresholds::from_file(&inline, "thresholds.", &tracked).map_err(|e| {
-                    e.in_source(
-                        (self.loaded_from.as_ref()).map_or_else(|| "config".into(), |p| p.display().to_string()),
-                    )
-                })
+                Thresholds::from_file(&inline, "thresholds.", &tracked).map_err(|e| e.in_source(self.source_name()))
             }
             Some(path) => {
                 let name = path.display().to_string();
@@ -411,6 +407,11 @@ impl Config {
                 Thresholds::from_file(&file, "", &tracked).map_err(|e| e.in_source(name))
             }
         }
+    }
+
+    /// The file this config came from, as errors name it (`config` for the defaults).
+    pub fn source_name(&self) -> String {
+        (self.loaded_from.as_ref()).map_or_else(|| "config".into(), |p| p.display().to_string())
     }
 
     /// What the thresholds may refer to: the windows and statuses `[metrics]` tracks.
@@ -732,20 +733,20 @@ impl Config {
                 .collect(),
             outcome_memory: OutcomeMemoryLimits {
                 max_entries: self.outcomes.max_remembered,
-                max_age_nanos: i64::try_from(self.outcomes.max_age.as_nanos()).unwrap_or(i64::MAX),
+                max_age_nanos: nanos(self.outcomes.max_age),
             },
             lifecycle: LifecycleLimits {
                 max_runs: self.runs.max_tracked,
-                max_age_nanos: i64::try_from(self.runs.max_age.as_nanos()).unwrap_or(i64::MAX),
+                max_age_nanos: nanos(self.runs.max_age),
             },
             max_workflows: self.metrics.max_workflows,
             metadata_labels: self.metrics.metadata_labels.clone(),
             metadata_label_max_values: self.metrics.metadata_label_max_values,
-            idle_expiry_nanos: i64::try_from(self.metrics.idle_expiry.as_nanos()).unwrap_or(i64::MAX),
+            idle_expiry_nanos: nanos(self.metrics.idle_expiry),
             max_label_value_bytes: self.metrics.max_label_value_bytes,
             timestamps: TimestampLimits {
-                max_ahead_nanos: i64::try_from(self.metrics.timestamp_max_ahead.as_nanos()).unwrap_or(i64::MAX),
-                max_age_nanos: i64::try_from(self.metrics.timestamp_max_age.as_nanos()).unwrap_or(i64::MAX),
+                max_ahead_nanos: nanos(self.metrics.timestamp_max_ahead),
+                max_age_nanos: nanos(self.metrics.timestamp_max_age),
             },
         }
     }

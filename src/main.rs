@@ -134,13 +134,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let thresholds = config.load_thresholds()?;
             // What librdkafka checks only as `run` creates its consumer.
             if let Some(why) = config::kafka::refused_by_client(&config.kafka) {
-                return Err(config::ConfigError {
-                    source_name: (config.loaded_from.as_ref())
-                        .map_or_else(|| "config".into(), |p| p.display().to_string()),
-                    key: "kafka.properties".into(),
-                    why: format!("librdkafka cannot create a consumer with them: {why}"),
-                }
-                .into());
+                let why = format!("librdkafka cannot create a consumer with them: {why}");
+                return Err(config::ConfigError::at("kafka.properties", why)
+                    .in_source(config.source_name())
+                    .into());
             }
             println!("config OK");
             println!("{shown:#?}");

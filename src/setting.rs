@@ -43,6 +43,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"5m\" or \"1h\" ({e})"))
 }
 
+/// A duration as i64 nanoseconds, the aggregation's unit; saturating (past 292 years).
+pub fn nanos(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +57,8 @@ mod tests {
         assert_eq!(parse_duration(" 5m "), Ok(Duration::from_secs(300)));
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
         assert!(parse_duration("-5m").unwrap_err().contains("negative"));
+        assert_eq!(nanos(Duration::from_secs(2)), 2_000_000_000);
+        assert_eq!(nanos(Duration::MAX), i64::MAX);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use super::{ThresholdKind, Thresholds};
 use crate::aggregate::{tenant_label, Aggregator, OVERFLOW_WORKFLOW};
 use crate::ids::SeriesId;
+use crate::setting::nanos;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,7 +240,7 @@ impl ThresholdEvaluator {
             let was = state.breached;
             if observation.passed {
                 let since = *state.pending_since.get_or_insert(now);
-                let hold = i64::try_from(threshold.hold.as_nanos()).unwrap_or(i64::MAX);
+                let hold = nanos(threshold.hold);
                 state.breached = now.saturating_sub(since) >= hold;
             } else {
                 state.pending_since = None;

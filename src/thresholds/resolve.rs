@@ -6,7 +6,7 @@ use super::spec::{Limit, ThresholdSet, ThresholdSpec, ThresholdsFile};
 use super::ThresholdKind;
 use crate::ids::Uuid128;
 use crate::model::V1TaskStatus;
-use crate::setting::{parse_duration, ConfigError};
+use crate::setting::{nanos, parse_duration, ConfigError};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -427,12 +427,11 @@ fn window_of((label, nanos): &(String, i64)) -> Window {
 }
 
 fn find_window(text: &str, (windows, key): (&Vec<(String, i64)>, &str)) -> Result<Window, String> {
-    let length = parse_duration(text)?;
-    let nanos = i64::try_from(length.as_nanos()).unwrap_or(i64::MAX);
+    let length = nanos(parse_duration(text)?);
     let labels: Vec<&str> = windows.iter().map(|(l, _)| l.as_str()).collect();
     windows
         .iter()
-        .find(|(_, n)| *n == nanos)
+        .find(|(_, n)| *n == length)
         .map(window_of)
         .ok_or_else(|| format!("{text:?} is not one of {key} {labels:?}: only those windows are tracked"))
 }
