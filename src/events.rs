@@ -5,12 +5,11 @@
 //! are rendered by `exporter` from the aggregation and appended to them on scrape.
 
 use crate::decode::{DecodeError, RejectReason};
+use crate::log_limit::{LogRateLimit, LogRateLimits};
 use crate::setting::ConfigError;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where a message came from, for logs: Kafka coordinates, or a line of a replayed file.
@@ -72,7 +71,7 @@ pub struct Telemetry {
     http_stale_page_log: LogRateLimit,
     http_accept_log: LogRateLimit,
     /// One warning a second per error code: a broker outage repeats the same error many times.
-    kafka_error_log: Mutex<HashMap<String, LogRateLimit>>,
+    kafka_error_log: LogRateLimits,
 }
 
 impl Telemetry {
@@ -251,7 +250,7 @@ impl Telemetry {
             http_timed_out_log: LogRateLimit::new(1),
             http_stale_page_log: LogRateLimit::new(1),
             http_accept_log: LogRateLimit::new(1),
-            kafka_error_log: Mutex::new(HashMap::new()),
+            kafka_error_log: LogRateLimits::default(),
         }
     }
 
@@ -415,19 +414,7 @@ pub struct KafkaClientError<'a> {
 impl KafkaClientError<'_> {
     pub fn emit(self, telemetry: &Telemetry) {
         telemetry.kafka_errors.with_label_values(&[self.code]).inc();
-        let admitted = {
-            let mut limits = telemetry
-                .kafka_error_log
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match limits.get(self.code) {
-                Some(limit) => limit.admit(),
-                None => limits
-                    .entry(self.code.to_string())
-                    .or_insert_with(|| LogRateLimit::new(1))
-                    .admit(),
-            }
-        };
+        let admitted = telemetry.kafka_error_log.admit(self.code);
         if let Some(suppressed) = admitted {
             tracing::warn!(
                 code = self.code,
@@ -686,60 +673,9 @@ fn unix_seconds() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// At most `per_second` admissions per wall-clock second; counts the refused ones.
-struct LogRateLimit {
-    per_second: u32,
-    /// (the second, admitted in it, refused since the last admission)
-    state: Mutex<(u64, u32, u64)>,
-}
-
-impl LogRateLimit {
-    fn new(per_second: u32) -> LogRateLimit {
-        LogRateLimit {
-            per_second,
-            state: Mutex::new((0, 0, 0)),
-        }
-    }
-
-    /// `Some(refused since the last admission)` when this one may be logged.
-    fn admit(&self) -> Option<u64> {
-        self.admit_at(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
-    }
-
-    fn admit_at(&self, second: u64) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (at, admitted, refused) = &mut *state;
-        if *at != second {
-            *at = second;
-            *admitted = 0;
-        }
-        if *admitted < self.per_second {
-            *admitted += 1;
-            Some(std::mem::take(refused))
-        } else {
-            *refused += 1;
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rate_limit_admits_then_counts_refusals() {
-        let limit = LogRateLimit::new(3);
-        let first: Vec<_> = (0..10).map(|_| limit.admit_at(100)).collect();
-        assert_eq!(
-            first,
-            [Some(0), Some(0), Some(0), None, None, None, None, None, None, None]
-        );
-        assert_eq!(limit.admit_at(101), Some(7), "the next admission reports the 7 refused");
-        assert_eq!(limit.admit_at(101), Some(0));
-        let off = LogRateLimit::new(0);
-        assert_eq!(off.admit_at(5), None);
-    }
 
     #[test]
     fn kafka_errors_are_all_counted_though_logged_once_a_second() {
@@ -752,10 +688,10 @@ mod tests {
             .emit(&telemetry);
         }
         assert_eq!(telemetry.kafka_errors.with_label_values(&["AllBrokersDown"]).get(), 10);
-        let limits = telemetry.kafka_error_log.lock().unwrap();
+        let limits = &telemetry.kafka_error_log;
         assert_eq!(limits.len(), 1);
         assert!(
-            limits["AllBrokersDown"].admit_at(0).is_some(),
+            limits.admit_at("AllBrokersDown", 0).is_some(),
             "a new second admits again"
         );
     }

@@ -11,7 +11,8 @@
 //!    contract and nothing else.
 //! 2. [`ids`]: tenants and workflows as 128-bit UUIDs, runs as keys, series as [`ids::SeriesId`].
 //! 3. [`setting`]: the one error for a setting that cannot be used ([`setting::ConfigError`]:
-//!    file, key, why) and the one duration parser.
+//!    file, key, why) and the one duration parser; [`log_limit`]: warnings at most N a second,
+//!    for the service's events and the traffic tools alike.
 //! 4. [`decode`]: bytes -> a validated [`decode::RunUpdate`], or a typed [`decode::RejectReason`].
 //! 5. [`events`]: every observable event of the service itself, logging and counting together.
 //! 6. [`aggregate`]: per workflow, outcomes (counted once), duration and queue-wait histograms,
@@ -50,6 +51,7 @@ pub mod decode;
 pub mod events;
 pub mod exporter;
 pub mod ids;
+pub mod log_limit;
 pub mod model;
 pub mod pipeline;
 pub mod reload;

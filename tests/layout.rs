@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Lowest first. A module may use the modules of the layers before its own, never after.
-const LAYERS: [&str; 15] = [
+const LAYERS: [&str; 16] = [
     "model",      // Hatchet's contract, nothing else
     "ids",        // UUIDs, run keys, series ids
     "setting",    // one error for a setting, one duration parser
+    "log_limit",  // warnings at most N a second
     "decode",     // bytes -> a validated update
     "events",     // every observable event of the service (logs and self-metrics)
     "aggregate",  // pure, synchronous statistics

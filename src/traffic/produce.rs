@@ -1,6 +1,7 @@
 //! `produce`: sends updates to a topic, from a file (bytes unchanged) or simulated, for the demo,
 //! the tests and the benchmarks. Not part of the service's pipeline.
 
+use crate::log_limit::LogRateLimits;
 use crate::traffic::synthetic::{SyntheticTraffic, TrafficProfile};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -8,10 +9,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::io::BufRead;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Where and how fast to send.
 pub struct ProduceTarget<'a> {
@@ -31,8 +30,8 @@ pub struct ProduceSummary {
 /// The producer's errors, logged at most once a second per code (a broker outage repeats them many
 /// times a second), with the count of those left out since.
 struct ProducerLog {
-    /// Per error code: the second of its last warning, and how many were left out since.
-    warned: Mutex<HashMap<String, (u64, u64)>>,
+    /// Per error code.
+    warned: LogRateLimits,
     undelivered: std::sync::atomic::AtomicU64,
 }
 
@@ -41,33 +40,13 @@ impl ProducerLog {
         let code = error
             .rdkafka_error_code()
             .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-        let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if let Some(suppressed) = self.admit(&code, second) {
+        if let Some(suppressed) = self.warned.admit(&code) {
             tracing::warn!(
                 code = code.as_str(),
                 reason = reason,
                 suppressed_since_last_warning = suppressed,
                 "kafka client error"
             );
-        }
-    }
-
-    /// `Some(left out since the last warning)` when a warning for `code` may be logged in `second`.
-    fn admit(&self, code: &str, second: u64) -> Option<u64> {
-        let mut warned = self.warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match warned.get_mut(code) {
-            Some((last, suppressed)) if *last == second => {
-                *suppressed += 1;
-                None
-            }
-            Some((last, suppressed)) => {
-                *last = second;
-                Some(std::mem::take(suppressed))
-            }
-            None => {
-                warned.insert(code.to_string(), (second, 0));
-                Some(0)
-            }
         }
     }
 }
@@ -244,18 +223,18 @@ mod tests {
             warned: Default::default(),
             undelivered: Default::default(),
         };
-        let first: Vec<_> = (0..4).map(|_| log.admit("AllBrokersDown", 100)).collect();
+        let first: Vec<_> = (0..4).map(|_| log.warned.admit_at("AllBrokersDown", 100)).collect();
         assert_eq!(first, [Some(0), None, None, None]);
         assert_eq!(
-            log.admit("MessageTimedOut", 100),
+            log.warned.admit_at("MessageTimedOut", 100),
             Some(0),
             "each code has its own limit"
         );
         assert_eq!(
-            log.admit("AllBrokersDown", 101),
+            log.warned.admit_at("AllBrokersDown", 101),
             Some(3),
             "the next warning counts the 3 left out"
         );
-        assert_eq!(log.admit("AllBrokersDown", 101), None);
+        assert_eq!(log.warned.admit_at("AllBrokersDown", 101), None);
     }
 }
