@@ -79,12 +79,6 @@ impl MemoryEstimate {
         self.terms.iter().fold(0u64, |sum, t| sum.saturating_add(t.bytes))
     }
 
-    /// The resident size without the Kafka client's buffers (what an aggregation alone reaches,
-    /// as the benchmark measures it).
-    pub fn without_kafka_bytes(&self) -> u64 {
-        (self.terms.iter().filter(|t| t.what != KAFKA)).fold(0u64, |sum, t| sum.saturating_add(t.bytes))
-    }
-
     /// For `check-config`: one line a term, then the total.
     pub fn render(&self) -> String {
         let mut out = String::from("worst-case resident memory the configured caps allow:\n");
@@ -98,8 +92,6 @@ impl MemoryEstimate {
         out
     }
 }
-
-const KAFKA: &str = "Kafka client buffers";
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
@@ -232,7 +224,7 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
             how: "runtime, Kafka client and HTTP server with nothing tracked (measured)".into(),
         },
         Term {
-            what: KAFKA,
+            what: "Kafka client buffers",
             bytes: queued + fetch,
             how: format!(
                 "queued.max.messages.kbytes ({} KiB) + fetch.max.bytes ({} B) of prefetched messages",
