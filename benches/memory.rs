@@ -245,7 +245,12 @@ fn flood_every_cap() {
     service.evaluate_thresholds(now_nanos);
     let flooded = rss_bytes();
     let pages: Vec<String> = (0..config.http.max_pages)
-        .map(|_| exposition(&service, WindowEnd::At(now_nanos)))
+        .map(|_| {
+            // Held as the HTTP layer holds a page: shrunk to its length.
+            let mut page = exposition(&service, WindowEnd::At(now_nanos));
+            page.shrink_to_fit();
+            page
+        })
         .collect();
     let rendered = rss_bytes();
     let (series_count, windows, tracked, remembered) = {

@@ -29,7 +29,7 @@
 //! 9. [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).
 //! 10. [`pipeline`]: one message through decode and aggregate; both sources call it.
 //! 11. [`service`]: the running service's shared state: the pipeline, the thresholds'
-//!     evaluation, readiness, and what `/metrics` keeps between renders (the lock order is there).
+//!     evaluation and readiness (the lock order is there).
 //! 12. [`source`]: where messages come from: the Kafka consumer group ([`source::kafka`]:
 //!     offsets, commits, rebalances; what the client reports goes to the service's readiness) or
 //!     a replayed file ([`source::file`]).

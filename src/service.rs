@@ -1,7 +1,7 @@
 //! The running service's shared state: the message pipeline (and so the aggregation and the
-//! service's telemetry), the thresholds' evaluation, readiness, and what `/metrics` remembers
-//! between renders. Built whole from the config by [`Service::new`]; the sources, the exporter
-//! and the reload depend on it, never on each other.
+//! service's telemetry), the thresholds' evaluation, and readiness. Built whole from the config
+//! by [`Service::new`]; the sources, the exporter and the reload depend on it, never on each
+//! other.
 //!
 //! Lock order: [`Service::thresholds`], then the aggregation ([`Pipeline::aggregator`]), never
 //! the other way round.
@@ -20,9 +20,6 @@ pub struct Service {
     /// The thresholds' states, read from the aggregation on an interval.
     thresholds: Arc<Mutex<ThresholdEvaluator>>,
     readiness: Arc<Readiness>,
-    /// The last rendered page's length: the next page is allocated at about that size at once,
-    /// rather than grown by doubling (which leaves up to half of it unused, and resident).
-    page_bytes: Arc<AtomicUsize>,
 }
 
 impl Service {
@@ -42,7 +39,6 @@ impl Service {
                 config.thresholds.evaluation_interval,
             ))),
             readiness: Arc::default(),
-            page_bytes: Arc::default(),
         })
     }
 
@@ -91,17 +87,6 @@ impl Service {
             seconds: started.elapsed().as_secs_f64(),
         }
         .emit(self.telemetry());
-    }
-
-    /// How much to allocate for the next page: the last page's length and a sixteenth more.
-    pub fn page_capacity(&self) -> usize {
-        let last = self.page_bytes.load(Ordering::Relaxed);
-        (last + last / 16).max(64 * 1024)
-    }
-
-    /// Records a rendered page's length for [`Service::page_capacity`].
-    pub fn page_rendered(&self, bytes: usize) {
-        self.page_bytes.store(bytes, Ordering::Relaxed);
     }
 }
 

@@ -19,7 +19,7 @@
 //! - the Kafka client holds as much prefetched data as `queued.max.messages.kbytes` allows, plus
 //!   one fetch response of `fetch.max.bytes`;
 //! - `http.max_pages` rendered pages are alive at once (the HTTP layer shares pages between
-//!   clients and bounds how many distinct ones live), each allocated at about its length, plus
+//!   clients and bounds how many distinct ones live), each shrunk to its length once rendered, plus
 //!   one response's worth of the service's own metrics per connection (`http.max_connections`).
 //!
 //! Pure arithmetic: no I/O, nothing measured at run time.

@@ -445,10 +445,9 @@ pub fn workflow_exposition(service: &Service, end: WindowEnd) -> String {
         }
         Snapshot::take(&aggregator, end)
     };
-    let mut out = String::with_capacity(service.page_capacity());
+    let mut out = String::with_capacity(64 * 1024);
     snapshot.render(&mut out);
     thresholds::render(&mut out, &service.thresholds());
-    service.page_rendered(out.len());
     out
 }
 
