@@ -23,7 +23,7 @@ use hatchet_run_metrics::config::Config;
 use hatchet_run_metrics::decode::decode;
 use hatchet_run_metrics::events::MessageOrigin;
 use hatchet_run_metrics::exporter::{exposition, WindowEnd};
-use hatchet_run_metrics::ids::RunKey;
+use hatchet_run_metrics::ids::{Partition, RunKey};
 use hatchet_run_metrics::model::V1TaskStatus;
 use hatchet_run_metrics::service::Service;
 use hatchet_run_metrics::sizing;
@@ -70,7 +70,7 @@ fn outcome_memory() {
     let mut remember_runs = |runs: std::ops::Range<u64>| {
         for i in runs {
             let key = OutcomeKey::new(RunKey(u128::from(i) * 0x9e37_79b9_7f4a_7c15), i as i64);
-            memory.remember(key, i as i64);
+            memory.remember(key, Partition(0), i as i64);
         }
     };
     remember_runs(0..N);
@@ -120,7 +120,7 @@ fn active_workflows(queue_wait_quantiles: bool) {
             f = finished.to_rfc3339(),
         );
         let update = decode(Some(doc.as_bytes()), 1 << 20).expect("valid document");
-        agg.apply(&update, now.timestamp_nanos_opt().unwrap_or(0));
+        agg.apply(&update, Partition(0), now.timestamp_nanos_opt().unwrap_or(0));
     }
     let total = rss_bytes() - before;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -167,7 +167,15 @@ fn runs_in_flight() {
         } else {
             (V1TaskStatus::Queued, None)
         };
-        lc.observe(key(i), (i % 10_000) as u32, status, started, None, i as i64);
+        lc.observe(
+            key(i),
+            (i % 10_000) as u32,
+            Partition(0),
+            status,
+            started,
+            None,
+            i as i64,
+        );
     }
     let observe = start.elapsed();
     let full = rss_bytes();
@@ -235,7 +243,7 @@ fn flood_every_cap() {
                             f = finished.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
                         );
                         pipeline
-                            .process(Some(doc.as_bytes()), &origin, now_nanos)
+                            .process(Some(doc.as_bytes()), &origin, Partition(0), now_nanos)
                             .expect("valid document");
                     }
                 }

@@ -9,6 +9,7 @@ use hatchet_run_metrics::aggregate::outcome_memory::OutcomeMemoryLimits;
 use hatchet_run_metrics::aggregate::{AggregateSettings, Aggregator, Clock};
 use hatchet_run_metrics::config::DEFAULT_DURATION_BUCKETS;
 use hatchet_run_metrics::decode::decode;
+use hatchet_run_metrics::ids::Partition;
 use serde_json::json;
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -94,7 +95,7 @@ fn bench(c: &mut Criterion) {
                 |mut agg| {
                     for (i, m) in batch.iter().enumerate() {
                         let update = decode(Some(m), 1 << 24).unwrap();
-                        black_box(agg.apply(&update, 1_787_407_391_000_000_000 + i as i64));
+                        black_box(agg.apply(&update, Partition(0), 1_787_407_391_000_000_000 + i as i64));
                     }
                     agg
                 },
@@ -134,7 +135,7 @@ fn bench_at_cap(c: &mut Criterion) {
         relabel(&mut batch);
         for m in &batch {
             clock += 1;
-            agg.apply(&decode(Some(m), 1 << 24).unwrap(), clock);
+            agg.apply(&decode(Some(m), 1 << 24).unwrap(), Partition(0), clock);
         }
     }
     let mut group = c.benchmark_group(format!("at_cap_small_{mean}B"));
@@ -147,7 +148,7 @@ fn bench_at_cap(c: &mut Criterion) {
                 let start = std::time::Instant::now();
                 for m in &batch {
                     clock += 1;
-                    black_box(agg.apply(&decode(Some(m), 1 << 24).unwrap(), clock));
+                    black_box(agg.apply(&decode(Some(m), 1 << 24).unwrap(), Partition(0), clock));
                 }
                 spent += start.elapsed();
             }

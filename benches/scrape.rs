@@ -12,6 +12,7 @@ use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::Config;
 use hatchet_run_metrics::decode::decode;
 use hatchet_run_metrics::exporter::{Snapshot, WindowEnd};
+use hatchet_run_metrics::ids::Partition;
 use hatchet_run_metrics::thresholds::evaluate::ThresholdEvaluator;
 use hatchet_run_metrics::thresholds::Thresholds;
 use serde_json::json;
@@ -36,7 +37,7 @@ fn aggregator() -> Aggregator {
             "finishedAt": format!("2026-08-22T14:{:02}:{:02}Z", 1 + i % 58, i % 60),
         });
         let bytes = serde_json::to_vec(&doc).unwrap();
-        agg.apply(&decode(Some(&bytes), 1 << 20).unwrap(), now);
+        agg.apply(&decode(Some(&bytes), 1 << 20).unwrap(), Partition(0), now);
     }
     agg
 }

@@ -32,6 +32,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub outcomes: OutcomesConfig,
     pub runs: RunsConfig,
+    pub state: StateConfig,
     /// `workflowId` -> the `workflow` label to use for it, instead of the name taken from
     /// `displayName`. Default: empty.
     pub workflow_names: BTreeMap<String, String>,
@@ -52,6 +53,14 @@ pub struct KafkaConfig {
     pub topics: Vec<String>,
     /// Consumer group. Default `"hatchet-run-metrics"`. Env: `HATCHET_RUN_METRICS_GROUP_ID`.
     pub group_id: String,
+    /// `group.instance.id`: static membership. A member that restarts with the same id (a pod
+    /// restarted after a crash or an OOM kill keeps its name) gets its partitions back at once,
+    /// without waiting for its old session to time out and without a rebalance of the others.
+    /// Unique per member; set it from the pod name. A member with an id leaves the group only when
+    /// its session times out (`session.timeout.ms`, 30s unless `properties` say otherwise), so
+    /// its partitions wait that long when it goes for good. Default: none (dynamic membership).
+    /// Env: `HATCHET_RUN_METRICS_GROUP_INSTANCE_ID`.
+    pub group_instance_id: Option<String>,
     /// How often processed offsets are committed (also at shutdown and on rebalance), 100ms to
     /// 24h (librdkafka's limit). Default `"5s"`.
     #[serde(deserialize_with = "human_duration")]
@@ -169,6 +178,21 @@ pub struct OutcomesConfig {
     pub max_age: Duration,
 }
 
+/// `[state]`: rebuilding a partition's runs, outcome memory and windows from the topic when the
+/// partition is assigned (at start and at every rebalance).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// How far back before the group's committed offset a newly assigned partition is read again
+    /// (from the offset for `now - restore_lookback`, or the oldest message the topic retains),
+    /// to rebuild its state without counting anything again. `"0s"` turns restoring off. Default:
+    /// the longer of `runs.max_age` and the longest window, so that a restart loses no run still
+    /// tracked and no outcome still in a window; at high rates that is a lot of history to read
+    /// (about 1 s per 100,000 messages), so shorten `runs.max_age` or this.
+    #[serde(deserialize_with = "human_duration_option")]
+    pub restore_lookback: Option<Duration>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunsConfig {
@@ -244,6 +268,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             topics: vec!["hatchet-workflow-runs".into()],
             group_id: "hatchet-run-metrics".into(),
+            group_instance_id: None,
             commit_interval: Duration::from_secs(5),
             statistics_interval: Duration::from_secs(5),
             max_message_bytes: 16 << 20,
@@ -309,6 +334,10 @@ fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error>
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+fn human_duration_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    human_duration(d).map(Some)
+}
+
 /// Window lengths must parse, lie between 1s and 31 days, and not repeat.
 fn window_lengths(key: &str, windows: &[String]) -> Result<Vec<(String, i64)>, ConfigError> {
     if windows.is_empty() {
@@ -350,9 +379,10 @@ fn check_buckets(buckets: &[f64]) -> Result<(), (Option<usize>, String)> {
 
 /// librdkafka properties that this service sets itself: overriding them would break its
 /// guarantees (offsets stored only after processing) or duplicate a key of its own.
-const MANAGED_PROPERTIES: [(&str, &str); 6] = [
+const MANAGED_PROPERTIES: [(&str, &str); 7] = [
     ("bootstrap.servers", "set `kafka.brokers` instead"),
     ("group.id", "set `kafka.group_id` instead"),
+    ("group.instance.id", "set `kafka.group_instance_id` instead"),
     (
         "enable.auto.offset.store",
         "offsets are stored only after a message is in the metrics",
@@ -460,6 +490,9 @@ impl Config {
         if let Some(v) = var("HATCHET_RUN_METRICS_GROUP_ID") {
             self.kafka.group_id = v;
         }
+        if let Some(v) = var("HATCHET_RUN_METRICS_GROUP_INSTANCE_ID") {
+            self.kafka.group_instance_id = Some(v);
+        }
         if let Some(v) = var("HATCHET_RUN_METRICS_LISTEN") {
             self.http.listen = v.parse().map_err(|e| ConfigError {
                 source_name: "environment".into(),
@@ -480,6 +513,12 @@ impl Config {
         }
         if self.kafka.group_id.trim().is_empty() {
             return fail("kafka.group_id", "must not be empty".into());
+        }
+        if (self.kafka.group_instance_id.as_ref()).is_some_and(|id| id.trim().is_empty()) {
+            return fail(
+                "kafka.group_instance_id",
+                "must not be empty (leave it out for dynamic membership)".into(),
+            );
         }
         for (key, interval) in [
             ("kafka.commit_interval", self.kafka.commit_interval),
@@ -503,9 +542,11 @@ impl Config {
         }
         // librdkafka takes C strings: a NUL byte would cut them, and is refused only at run time.
         let nul = "must not contain a NUL byte".to_string();
+        let instance_id = self.kafka.group_instance_id.clone().unwrap_or_default();
         for (key, text) in [
             ("kafka.brokers", &self.kafka.brokers),
             ("kafka.group_id", &self.kafka.group_id),
+            ("kafka.group_instance_id", &instance_id),
         ] {
             if text.contains('\0') {
                 return fail(key, nul);
@@ -704,6 +745,20 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// How far back a newly assigned partition is read again (`[state] restore_lookback`, or its
+    /// default); zero when restoring is off.
+    pub fn restore_lookback(&self) -> Duration {
+        self.state.restore_lookback.unwrap_or_else(|| {
+            let settings = self.aggregate_settings();
+            let longest_window = (settings.failure_ratio_windows.iter())
+                .chain(&settings.quantile_windows)
+                .map(|(_, nanos)| Duration::from_nanos(u64::try_from(*nanos).unwrap_or(0)))
+                .max()
+                .unwrap_or_default();
+            self.runs.max_age.max(longest_window)
+        })
     }
 
     /// The aggregation's view of this config (valid by construction: `validate` ran).

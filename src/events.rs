@@ -7,7 +7,7 @@
 use crate::decode::{DecodeError, RejectReason};
 use crate::log_limit::{LogRateLimit, LogRateLimits};
 use crate::setting::ConfigError;
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -52,6 +52,9 @@ pub struct Telemetry {
     commits: IntCounterVec,
     rebalances: IntCounterVec,
     assigned_partitions: IntGauge,
+    restored_messages: IntCounterVec,
+    restore_seconds: GaugeVec,
+    revoked_state_dropped: IntCounterVec,
     kafka_errors: IntCounterVec,
     offset_store_failures: IntCounter,
     threshold_transitions: IntCounterVec,
@@ -109,6 +112,19 @@ impl Telemetry {
             "Consumer-group rebalances seen by this member, by kind (assign, revoke, error).",
             &["kind"],
         );
+        let restored_messages = counter_vec(
+            "hatchet_run_metrics_restored_messages_total",
+            "Messages read again from before the group's committed offset to rebuild a partition's runs, outcome memory and windows when it was assigned (not counted in any workflow metric), by partition and result (applied, rejected).",
+            &["topic", "partition", "result"],
+        );
+        let revoked_state_dropped = counter_vec(
+            "hatchet_run_metrics_revoked_state_dropped_total",
+            "Runs and remembered outcomes forgotten because their partition was revoked (the member that takes it over rebuilds them), by kind (runs, outcomes).",
+            &["kind"],
+        );
+        for kind in ["runs", "outcomes"] {
+            revoked_state_dropped.with_label_values(&[kind]);
+        }
         let kafka_errors = counter_vec(
             "hatchet_run_metrics_kafka_errors_total",
             "Errors reported by the Kafka client (broker down, transport...), by librdkafka error code.",
@@ -195,6 +211,14 @@ impl Telemetry {
             &["topic", "partition"],
         )
         .expect("static metric definition");
+        let restore_seconds = GaugeVec::new(
+            Opts::new(
+                "hatchet_run_metrics_restore_seconds",
+                "How long the latest restore of a partition's state took, from its assignment to its committed offset.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("static metric definition");
         let assigned_partitions = IntGauge::new(
             "hatchet_run_metrics_assigned_partitions",
             "Partitions currently assigned to this consumer-group member.",
@@ -212,6 +236,7 @@ impl Telemetry {
             Box::new(last_message.clone()),
             Box::new(lag.clone()),
             Box::new(assigned_partitions.clone()),
+            Box::new(restore_seconds.clone()),
             Box::new(build_info),
             Box::new(threshold_evaluation_seconds.clone()),
             Box::new(reload_successful.clone()),
@@ -233,6 +258,9 @@ impl Telemetry {
             commits,
             rebalances,
             assigned_partitions,
+            restored_messages,
+            restore_seconds,
+            revoked_state_dropped,
             kafka_errors,
             offset_store_failures,
             threshold_transitions,
@@ -384,6 +412,111 @@ impl Rebalanced<'_> {
                 let _ = telemetry.lag.remove_label_values(&[topic, &partition.to_string()]);
             }
         }
+    }
+}
+
+/// A partition was assigned with history to read again: from `from` (the offset for
+/// `now - lookback`) to `until` (the group's committed offset).
+pub struct RestoreStarted<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub from: i64,
+    pub until: i64,
+    /// The topic no longer holds all of the lookback: the restore starts at its oldest message.
+    pub retention_shorter: bool,
+}
+
+impl RestoreStarted<'_> {
+    pub fn emit(self) {
+        let (topic, partition, from, until) = (self.topic, self.partition, self.from, self.until);
+        tracing::info!(
+            topic,
+            partition,
+            from,
+            until,
+            messages = until - from,
+            "restoring the partition's state from the topic"
+        );
+        if self.retention_shorter {
+            tracing::warn!(
+                topic,
+                partition,
+                oldest = from,
+                "the topic retains less than [state] restore_lookback: the restore starts at its oldest message"
+            );
+        }
+    }
+}
+
+/// A partition's state could not be restored; it is processed from its committed offset with
+/// what this member knows.
+pub struct RestoreSkipped<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub why: &'a str,
+}
+
+impl RestoreSkipped<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            topic = self.topic,
+            partition = self.partition,
+            why = self.why,
+            "not restoring the partition's state"
+        );
+    }
+}
+
+/// A partition's history up to its committed offset has been read again.
+pub struct RestoreFinished<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub applied: u64,
+    pub rejected: u64,
+    pub seconds: f64,
+}
+
+impl RestoreFinished<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        let partition = self.partition.to_string();
+        for (result, n) in [("applied", self.applied), ("rejected", self.rejected)] {
+            (telemetry.restored_messages)
+                .with_label_values(&[self.topic, &partition, result])
+                .inc_by(n);
+        }
+        (telemetry.restore_seconds)
+            .with_label_values(&[self.topic, &partition])
+            .set(self.seconds);
+        tracing::info!(
+            topic = self.topic,
+            partition = self.partition,
+            applied = self.applied,
+            rejected = self.rejected,
+            seconds = self.seconds,
+            "restored the partition's state"
+        );
+    }
+}
+
+/// A revoked partition's runs and remembered outcomes were forgotten.
+pub struct RevokedStateDropped<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub runs: usize,
+    pub outcomes: usize,
+}
+
+impl RevokedStateDropped<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        (telemetry.revoked_state_dropped.with_label_values(&["runs"])).inc_by(self.runs as u64);
+        (telemetry.revoked_state_dropped.with_label_values(&["outcomes"])).inc_by(self.outcomes as u64);
+        tracing::info!(
+            topic = self.topic,
+            partition = self.partition,
+            runs = self.runs,
+            outcomes = self.outcomes,
+            "forgot the revoked partition's state"
+        );
     }
 }
 

@@ -101,6 +101,13 @@ impl SeriesId {
     }
 }
 
+/// The input partition an update came from, as a small number the source hands out (a Kafka
+/// topic and partition; a replayed file is one partition). Runs, remembered outcomes and window
+/// contributions are kept by partition, so that a partition's share of the state can leave with
+/// the partition (dropped here, rebuilt from the topic by the member that takes it over).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition(pub u16);
+
 #[cfg(test)]
 mod tests {
     use super::*;

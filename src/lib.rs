@@ -31,8 +31,9 @@
 //! 11. [`service`]: the running service's shared state: the pipeline, the thresholds'
 //!     evaluation and readiness (the lock order is there).
 //! 12. [`source`]: where messages come from: the Kafka consumer group ([`source::kafka`]:
-//!     offsets, commits, rebalances; what the client reports goes to the service's readiness) or
-//!     a replayed file ([`source::file`]).
+//!     offsets, commits, rebalances, and a partition's state restored from the topic when it is
+//!     assigned; what the client reports goes to the service's readiness) or a replayed file
+//!     ([`source::file`]).
 //! 13. [`exporter`]: `/metrics`, `/healthz` and `/readyz` from the service: the one writer of the
 //!     text format ([`exporter::text`]), the workflow families and the thresholds' gauges, the
 //!     HTTP endpoints with their limits ([`exporter::http`]), and one `/metrics` page shared by

@@ -238,9 +238,14 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             wait_for_signal().await;
             let _ = stop.send(true);
         });
-        kafka::consume(&config.kafka, &service, until_stopped(stopped))
-            .await
-            .context("kafka consumer")?;
+        kafka::consume(
+            &config.kafka,
+            config.restore_lookback(),
+            &service,
+            until_stopped(stopped),
+        )
+        .await
+        .context("kafka consumer")?;
         server.await.context("http server task")?;
         tracing::info!("stopped");
         Ok(())

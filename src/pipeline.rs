@@ -6,6 +6,7 @@
 use crate::aggregate::{Aggregator, Applied};
 use crate::decode::{decode, RejectReason};
 use crate::events::{DuplicateOutcome, MessageOrigin, MessageRejected, Telemetry};
+use crate::ids::Partition;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Clone)]
@@ -24,12 +25,13 @@ impl Pipeline {
         }
     }
 
-    /// Processes one message. When this returns, the message's effect is in the metrics (or it was
-    /// rejected and counted), so its offset may be stored.
+    /// Processes one message from `partition`. When this returns, the message's effect is in the
+    /// metrics (or it was rejected and counted), so its offset may be stored.
     pub fn process(
         &self,
         payload: Option<&[u8]>,
         origin: &MessageOrigin<'_>,
+        partition: Partition,
         now_nanos: i64,
     ) -> Result<Applied, RejectReason> {
         let update = match decode(payload, self.max_message_bytes) {
@@ -39,7 +41,7 @@ impl Pipeline {
                 return Err(error.reason);
             }
         };
-        let applied = self.aggregator().apply(&update, now_nanos);
+        let applied = self.aggregator().apply(&update, partition, now_nanos);
         if applied == Applied::Duplicate {
             DuplicateOutcome {
                 origin,
@@ -48,6 +50,20 @@ impl Pipeline {
             .emit(&self.telemetry);
         }
         Ok(applied)
+    }
+
+    /// Rebuilds the state a message that was already processed left (see
+    /// [`Aggregator::restore`]). It was counted, rejected or not, when it was first processed, so
+    /// nothing is counted or logged here again; the source counts what it restores.
+    pub fn restore(
+        &self,
+        payload: Option<&[u8]>,
+        partition: Partition,
+        now_nanos: i64,
+        message_nanos: i64,
+    ) -> Result<Applied, RejectReason> {
+        let update = decode(payload, self.max_message_bytes).map_err(|error| error.reason)?;
+        Ok(self.aggregator().restore(&update, partition, now_nanos, message_nanos))
     }
 
     /// The aggregation, locked. Hold it briefly: consumption waits meanwhile.

@@ -97,6 +97,16 @@ pub struct Readiness {
     assigned_partitions: AtomicUsize,
     broker_up: AtomicBool,
     brokers: Mutex<BrokerState>,
+    restoring: Mutex<RestoreProgress>,
+}
+
+/// Partitions whose state is being rebuilt from the topic, and how far along.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreProgress {
+    pub partitions: usize,
+    /// Messages read again so far, and to read in all, over those partitions.
+    pub read: u64,
+    pub total: u64,
 }
 
 #[derive(Debug, Default)]
@@ -154,7 +164,19 @@ impl Readiness {
                     .into(),
             );
         }
+        let restoring = *self.restoring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if restoring.partitions > 0 {
+            return Some(format!(
+                "restoring: rebuilding the runs and windows of {} partition(s) from the topic, {} of {} messages read",
+                restoring.partitions, restoring.read, restoring.total
+            ));
+        }
         None
+    }
+
+    /// How far the restore of the partitions just taken over has come (`partitions` 0: none).
+    pub fn restoring(&self, progress: RestoreProgress) {
+        *self.restoring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = progress;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, BrokerState> {

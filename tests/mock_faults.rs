@@ -74,7 +74,7 @@ async fn failed_commits_are_counted_and_retried() {
     let consumer = {
         let service = service.clone();
         tokio::spawn(async move {
-            consume(&kafka, &service, async move {
+            consume(&kafka, Duration::ZERO, &service, async move {
                 let _ = stopped.await;
             })
             .await

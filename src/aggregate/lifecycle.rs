@@ -85,7 +85,7 @@
 //! 105 ns (cache misses: the table, the slot and its neighbours in the list), a new run about
 //! 120 ns.
 
-use crate::ids::RunKey;
+use crate::ids::{Partition, RunKey};
 use crate::model::V1TaskStatus;
 use rustc_hash::FxHashMap;
 
@@ -141,6 +141,7 @@ pub struct RunLifecycle {
     now: i64,
     expired_by_age: u64,
     forgotten_at_cap: u64,
+    changed_partition: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +171,8 @@ struct Slot {
     /// The `now` of its latest update.
     seen: i64,
     series: u32,
+    /// The partition of its latest update: the run leaves with it.
+    partition: Partition,
     /// Neighbours in the list of its phase (in flight or finished); a free slot's `next` is the
     /// next free slot.
     prev: u32,
@@ -285,17 +288,21 @@ impl RunLifecycle {
             now: i64::MIN,
             expired_by_age: 0,
             forgotten_at_cap: 0,
+            changed_partition: 0,
         }
     }
 
     /// One accepted update of `run`, whose workflow is `series` (a dense index: the aggregator's),
-    /// processed at `now` (unix nanoseconds, the aggregator's clock). Timestamps are unix
+    /// from `partition`, processed at `now` (unix nanoseconds, the aggregator's clock). Timestamps are unix
     /// nanoseconds, `None` when absent (Go's zero time included). A run moved to another series
     /// (its workflow folded, say) takes its in-flight count along.
+    // The hot path's plain values, rather than a struct built per update to carry them.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
         run: RunKey,
         series: u32,
+        partition: Partition,
         status: V1TaskStatus,
         started_nanos: Option<i64>,
         finished_nanos: Option<i64>,
@@ -339,6 +346,7 @@ impl RunLifecycle {
                     mark: state.mark,
                     seen: now,
                     series,
+                    partition,
                     prev: NIL,
                     next: NIL,
                     phase: state.phase,
@@ -358,6 +366,9 @@ impl RunLifecycle {
             }
         };
         let slot = &mut self.slots[at as usize];
+        // A producer that does not key by run id: the run follows its latest update.
+        self.changed_partition += u64::from(slot.partition != partition);
+        slot.partition = partition;
         slot.series = series;
         slot.seen = now;
         let phase = slot.phase;
@@ -411,6 +422,27 @@ impl RunLifecycle {
 
     pub fn is_empty(&self) -> bool {
         self.slot_of.is_empty()
+    }
+
+    /// Forgets the runs whose latest update came from `partition` (it went to another consumer,
+    /// which takes them over); returns how many.
+    pub fn drop_partition(&mut self, partition: Partition) -> usize {
+        let leaving: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&at| {
+                let slot = &self.slots[at as usize];
+                slot.phase != Phase::Free && slot.partition == partition
+            })
+            .collect();
+        for &at in &leaving {
+            self.forget(at);
+        }
+        leaving.len()
+    }
+
+    /// Updates of a tracked run that came from another partition than its previous one: its
+    /// producer does not key messages by run id, so two consumers may each hold a copy of it.
+    pub fn changed_partition(&self) -> u64 {
+        self.changed_partition
     }
 
     /// Runs forgotten because they were not seen for `max_age`.

@@ -10,16 +10,18 @@ pub mod label_value;
 pub mod lifecycle;
 pub mod metadata_labels;
 pub mod outcome_memory;
+pub mod partitioned;
 pub mod quantile_window;
 
 use crate::decode::RunUpdate;
-use crate::ids::{SeriesId, Uuid128};
+use crate::ids::{Partition, SeriesId, Uuid128};
 use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
 use failure_window::FailureRatioWindow;
 use label_value::AlterationCounts;
 use lifecycle::{InFlight, LifecycleLimits, RunLifecycle};
 use metadata_labels::{MetadataKey, MetadataLabels, ALL_OVERFLOW};
 use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits, NOT_FINISHED};
+use partitioned::PartitionedWindow;
 use quantile_window::QuantileWindow;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
@@ -174,6 +176,17 @@ pub enum Clock {
     Replay,
 }
 
+/// Whether an update is counted, or only rebuilds the state a restart or a rebalance lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Counted: counters, histograms and self-metrics, and the state below.
+    Live,
+    /// An update some consumer already counted (the history before the group's committed offset,
+    /// read again when a partition is taken over): it rebuilds the run lifecycle, the outcome
+    /// memory and the windows, and counts nothing, or the counters would show a false burst.
+    Restore,
+}
+
 /// What one update meant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Applied {
@@ -236,12 +249,13 @@ pub struct WorkflowStats {
     pub workflow: String,
     /// In the order of [`OUTCOME_STATUSES`].
     pub outcomes: [OutcomeStats; 3],
-    /// In the order of `AggregateSettings::failure_ratio_windows`.
-    pub failure_windows: Vec<FailureRatioWindow>,
+    /// In the order of `AggregateSettings::failure_ratio_windows`. Windows are kept by partition
+    /// (see [`partitioned`]).
+    pub failure_windows: Vec<PartitionedWindow<FailureRatioWindow>>,
     /// Per quantile status (in settings order), per quantile window: `[status][window]` flattened.
-    pub duration_windows: Vec<QuantileWindow>,
+    pub duration_windows: Vec<PartitionedWindow<QuantileWindow>>,
     /// Queue waits of all outcomes, per quantile window (empty unless `queue_wait_quantiles`).
-    pub queue_windows: Vec<QuantileWindow>,
+    pub queue_windows: Vec<PartitionedWindow<QuantileWindow>>,
     /// Per combination of metadata-label values (only with `metadata_labels` configured), in the
     /// order of [`OUTCOME_STATUSES`].
     pub by_metadata: FxHashMap<MetadataKey, [LabelledOutcome; 3]>,
@@ -312,11 +326,68 @@ impl Aggregator {
         &self.settings
     }
 
-    /// Applies one update processed at `wall_nanos` (unix nanoseconds, the wall clock).
-    pub fn apply(&mut self, update: &RunUpdate<'_>, wall_nanos: i64) -> Applied {
+    /// Applies one update from `partition`, processed at `wall_nanos` (unix nanoseconds, the wall
+    /// clock).
+    pub fn apply(&mut self, update: &RunUpdate<'_>, partition: Partition, wall_nanos: i64) -> Applied {
+        self.apply_as(update, partition, wall_nanos, wall_nanos, Mode::Live)
+    }
+
+    /// Rebuilds the state an update from `partition` left, without counting it (see
+    /// [`Mode::Restore`]): its run's lifecycle, its outcome in the memory of counted outcomes and
+    /// in the windows. `message_nanos` is when the update was first processed, as far as is known
+    /// (the message's timestamp): an outcome without `finishedAt` is placed in the windows then.
+    /// Restoring only makes sense on the wall clock.
+    pub fn restore(
+        &mut self,
+        update: &RunUpdate<'_>,
+        partition: Partition,
+        wall_nanos: i64,
+        message_nanos: i64,
+    ) -> Applied {
+        self.apply_as(
+            update,
+            partition,
+            wall_nanos,
+            message_nanos.min(wall_nanos),
+            Mode::Restore,
+        )
+    }
+
+    /// Forgets what `partition` contributed (it went to another consumer, which rebuilds it from
+    /// the topic): its runs, its remembered outcomes and its share of every window. The counters
+    /// and histograms keep what was counted. Returns the runs and the outcomes forgotten.
+    pub fn drop_partition(&mut self, partition: Partition) -> (usize, usize) {
+        for stats in self.series.iter_mut().flatten() {
+            stats
+                .failure_windows
+                .iter_mut()
+                .for_each(|w| w.drop_partition(partition));
+            stats
+                .duration_windows
+                .iter_mut()
+                .for_each(|w| w.drop_partition(partition));
+            stats.queue_windows.iter_mut().for_each(|w| w.drop_partition(partition));
+        }
+        (
+            self.lifecycle.drop_partition(partition),
+            self.outcomes.drop_partition(partition),
+        )
+    }
+
+    /// `event_fallback_nanos`: when an outcome without `finishedAt` happened (the wall clock when
+    /// live).
+    fn apply_as(
+        &mut self,
+        update: &RunUpdate<'_>,
+        partition: Partition,
+        wall_nanos: i64,
+        event_fallback_nanos: i64,
+        mode: Mode,
+    ) -> Applied {
         let run = &update.run;
         let terminal = run.status.is_terminal();
-        let times = self.believed_times(RunTimes::of(run), wall_nanos);
+        let live = mode == Mode::Live;
+        let times = self.believed_times(RunTimes::of(run), wall_nanos, live);
         // Believed timestamps fit in i64 nanoseconds.
         let nanos = |t: Option<Timestamp>| t.and_then(|t| t.timestamp_nanos_opt());
         let finished_at = nanos(times.finished);
@@ -328,19 +399,20 @@ impl Aggregator {
             // without one belongs to no window.
             Clock::Replay => self.latest_finished_nanos.max(finished).unwrap_or(i64::MIN),
         };
-        let at = self.series_for(update, now);
+        let at = self.series_for(update, now, live);
         if now.saturating_sub(self.last_sweep_nanos) >= IDLE_SWEEP_NANOS {
             self.drop_idle_series(now);
         }
         let observed = (self.lifecycle).observe(
             update.run_key,
             u32::try_from(at).unwrap_or(u32::MAX),
+            partition,
             run.status,
             nanos(times.started),
             finished_at,
             now,
         );
-        if let Some(stats) = self.series[at].as_mut() {
+        if let Some(stats) = self.series[at].as_mut().filter(|_| live) {
             stats.retries += u64::from(observed.retry);
             stats.replays += u64::from(observed.replay);
         }
@@ -353,13 +425,13 @@ impl Aggregator {
         // its seconds, so that two absurd finishes stay two.)
         let sent_finish = (run.finished_at).map(|t| t.timestamp_nanos_opt().unwrap_or_else(|| t.timestamp()));
         let key = OutcomeKey::new(update.run_key, sent_finish.unwrap_or(NOT_FINISHED));
-        if !self.outcomes.remember(key, now) {
+        if !self.outcomes.remember(key, partition, now) {
             return Applied::Duplicate;
         }
         let duration_seconds = match trusted_duration_seconds(&times) {
             Ok(seconds) => seconds,
             Err(Implausible) => {
-                self.implausible.duration += 1;
+                self.implausible.duration += u64::from(live);
                 None
             }
         };
@@ -369,15 +441,31 @@ impl Aggregator {
         let event_nanos = match (finished, self.clock) {
             (Some(finished), Clock::Wall) => finished.min(now),
             (Some(finished), Clock::Replay) => finished,
-            (None, _) => now,
+            (None, Clock::Wall) => event_fallback_nanos,
+            (None, Clock::Replay) => now,
         };
+        let Some(stats) = self.series[at].as_mut() else {
+            return Applied::InProgress; // unreachable: series_for returns a live series
+        };
+        if !live {
+            record_in_windows(
+                stats,
+                &self.settings,
+                partition,
+                event_nanos,
+                &times,
+                run.status,
+                duration_seconds,
+            );
+            return Applied::Outcome {
+                status: run.status,
+                duration_seconds,
+            };
+        }
 
         let metadata_key =
             (!self.metadata_labels.is_empty()).then(|| self.metadata_labels.key_of(run.additional_metadata));
         let bounds = &self.settings.duration_buckets_seconds;
-        let Some(stats) = self.series[at].as_mut() else {
-            return Applied::InProgress; // unreachable: series_for returns a live series
-        };
         let index = outcome_index(run.status);
         if let Some(mut key) = metadata_key {
             // Values are capped per label, combinations per workflow too (the cap, plus the empty
@@ -406,42 +494,36 @@ impl Aggregator {
         }
         if let Some(seconds) = queue_wait_seconds(&times) {
             outcome.queue.observe(&self.settings.queue_buckets_seconds, seconds);
-            for window in &mut stats.queue_windows {
-                window.record(event_nanos, seconds);
-            }
         }
-        let failed = run.status == V1TaskStatus::Failed;
-        for window in &mut stats.failure_windows {
-            window.record(event_nanos, failed);
-        }
-        if let (Some(seconds), Some(position)) = (
+        record_in_windows(
+            stats,
+            &self.settings,
+            partition,
+            event_nanos,
+            &times,
+            run.status,
             duration_seconds,
-            self.settings.quantile_statuses.iter().position(|s| *s == run.status),
-        ) {
-            let windows = self.settings.quantile_windows.len();
-            for window in &mut stats.duration_windows[position * windows..(position + 1) * windows] {
-                window.record(event_nanos, seconds);
-            }
-        }
+        );
         Applied::Outcome {
             status: run.status,
             duration_seconds,
         }
     }
 
-    /// `times` less what [`TimestampLimits`] does not believe at `wall_nanos`, counted by field.
-    fn believed_times(&mut self, mut times: RunTimes, wall_nanos: i64) -> RunTimes {
+    /// `times` less what [`TimestampLimits`] does not believe at `wall_nanos`, counted by field
+    /// when `count`.
+    fn believed_times(&mut self, mut times: RunTimes, wall_nanos: i64, count: bool) -> RunTimes {
         let limits = self.settings.timestamps;
         let clock = self.clock;
         let (run_started, run_finished) = (times.started.is_some(), times.finished.is_some());
-        for (slot, count) in [
+        for (slot, counted) in [
             (&mut times.started, &mut self.implausible.started_at),
             (&mut times.finished, &mut self.implausible.finished_at),
             (&mut times.created, &mut self.implausible.created_at),
         ] {
             if slot.is_some_and(|t| !limits.believes(t, wall_nanos, clock)) {
                 *slot = None;
-                *count += 1;
+                *counted += u64::from(count);
             }
         }
         // Hatchet computes `duration` from the same two timestamps: no better than they are.
@@ -452,8 +534,9 @@ impl Aggregator {
     }
 
     /// The series of the update's workflow, created on first sight (or the tenant's overflow
-    /// series at the cap); `now` marks it as updated.
-    fn series_for(&mut self, update: &RunUpdate<'_>, now: i64) -> usize {
+    /// series at the cap); `now` marks it as updated. A fold into the overflow series is counted
+    /// when `count`.
+    fn series_for(&mut self, update: &RunUpdate<'_>, now: i64, count: bool) -> usize {
         let key = (update.tenant, update.workflow);
         let at = match self.workflows.get(&key) {
             Some(&at) => at,
@@ -461,7 +544,7 @@ impl Aggregator {
             // costs no memory. A tenant with series of its own gets its own overflow series; an
             // unknown tenant goes to the one overflow tenant.
             None if self.workflows.len() >= self.settings.max_workflows => {
-                self.folded_updates += 1;
+                self.folded_updates += u64::from(count);
                 let tenant = match self.tenant_series.contains_key(&update.tenant) {
                     true => update.tenant,
                     false => OVERFLOW_TENANT,
@@ -519,19 +602,19 @@ impl Aggregator {
             workflow,
             outcomes: [outcome.clone(), outcome.clone(), outcome],
             failure_windows: (self.settings.failure_ratio_windows.iter())
-                .map(|(_, length)| FailureRatioWindow::new(*length))
+                .map(|(_, length)| PartitionedWindow::new(*length))
                 .collect(),
             duration_windows: (self.settings.quantile_statuses.iter())
                 .flat_map(|_| {
                     self.settings
                         .quantile_windows
                         .iter()
-                        .map(|(_, length)| QuantileWindow::new(*length))
+                        .map(|(_, length)| PartitionedWindow::new(*length))
                 })
                 .collect(),
             queue_windows: match self.settings.queue_wait_quantiles {
                 true => (self.settings.quantile_windows.iter())
-                    .map(|(_, length)| QuantileWindow::new(*length))
+                    .map(|(_, length)| PartitionedWindow::new(*length))
                     .collect(),
                 false => Vec::new(),
             },
@@ -605,7 +688,11 @@ impl Aggregator {
     }
 
     /// The failure-ratio window of `stats` that is `window_nanos` long, if tracked.
-    pub fn failure_window<'a>(&self, stats: &'a WorkflowStats, window_nanos: i64) -> Option<&'a FailureRatioWindow> {
+    pub fn failure_window<'a>(
+        &self,
+        stats: &'a WorkflowStats,
+        window_nanos: i64,
+    ) -> Option<&'a PartitionedWindow<FailureRatioWindow>> {
         let at = (self.settings.failure_ratio_windows.iter()).position(|(_, n)| *n == window_nanos)?;
         stats.failure_windows.get(at)
     }
@@ -617,7 +704,7 @@ impl Aggregator {
         stats: &'a WorkflowStats,
         status: V1TaskStatus,
         window_nanos: i64,
-    ) -> Option<&'a QuantileWindow> {
+    ) -> Option<&'a PartitionedWindow<QuantileWindow>> {
         let status = (self.settings.quantile_statuses.iter()).position(|s| *s == status)?;
         let window = (self.settings.quantile_windows.iter()).position(|(_, n)| *n == window_nanos)?;
         stats
@@ -626,7 +713,11 @@ impl Aggregator {
     }
 
     /// The queue-wait window of `stats` that is `window_nanos` long, if tracked.
-    pub fn queue_window<'a>(&self, stats: &'a WorkflowStats, window_nanos: i64) -> Option<&'a QuantileWindow> {
+    pub fn queue_window<'a>(
+        &self,
+        stats: &'a WorkflowStats,
+        window_nanos: i64,
+    ) -> Option<&'a PartitionedWindow<QuantileWindow>> {
         let at = (self.settings.quantile_windows.iter()).position(|(_, n)| *n == window_nanos)?;
         stats.queue_windows.get(at)
     }
@@ -636,7 +727,7 @@ impl Aggregator {
     pub fn duration_windows<'a>(
         &'a self,
         stats: &'a WorkflowStats,
-    ) -> impl Iterator<Item = (V1TaskStatus, &'a str, &'a QuantileWindow)> + 'a {
+    ) -> impl Iterator<Item = (V1TaskStatus, &'a str, &'a PartitionedWindow<QuantileWindow>)> + 'a {
         let windows = &self.settings.quantile_windows;
         (self.settings.quantile_statuses.iter())
             .flat_map(move |status| windows.iter().map(move |(label, _)| (*status, label.as_str())))
@@ -649,7 +740,7 @@ impl Aggregator {
     pub fn queue_windows<'a>(
         &'a self,
         stats: &'a WorkflowStats,
-    ) -> impl Iterator<Item = (&'a str, &'a QuantileWindow)> {
+    ) -> impl Iterator<Item = (&'a str, &'a PartitionedWindow<QuantileWindow>)> {
         (self.settings.quantile_windows.iter())
             .map(|(label, _)| label.as_str())
             .zip(&stats.queue_windows)
@@ -676,6 +767,37 @@ impl Aggregator {
 
     pub fn outcome_memory(&self) -> &OutcomeMemory {
         &self.outcomes
+    }
+}
+
+/// An outcome of `partition` at `event_nanos` into the series' windows: the failure ratio, the
+/// queue wait, and the duration when its status has windows.
+fn record_in_windows(
+    stats: &mut WorkflowStats,
+    settings: &AggregateSettings,
+    partition: Partition,
+    event_nanos: i64,
+    times: &RunTimes,
+    status: V1TaskStatus,
+    duration_seconds: Option<f64>,
+) {
+    if let Some(seconds) = queue_wait_seconds(times) {
+        for window in &mut stats.queue_windows {
+            window.of(partition).record(event_nanos, seconds);
+        }
+    }
+    let failed = status == V1TaskStatus::Failed;
+    for window in &mut stats.failure_windows {
+        window.of(partition).record(event_nanos, failed);
+    }
+    if let (Some(seconds), Some(position)) = (
+        duration_seconds,
+        settings.quantile_statuses.iter().position(|s| *s == status),
+    ) {
+        let windows = settings.quantile_windows.len();
+        for window in &mut stats.duration_windows[position * windows..(position + 1) * windows] {
+            window.of(partition).record(event_nanos, seconds);
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The outcomes already counted, remembered in bounded memory so that redeliveries count once.
 
-use crate::ids::RunKey;
+use crate::ids::{Partition, RunKey};
 use rustc_hash::FxHashSet;
 use std::collections::VecDeque;
 
@@ -43,13 +43,22 @@ pub struct OutcomeMemoryLimits {
 /// Bytes of one remembered outcome in the set, and in the order of forgetting, for
 /// the memory estimate (`sizing`).
 pub const SET_ENTRY_BYTES: usize = std::mem::size_of::<OutcomeKey>();
-pub const ORDER_ENTRY_BYTES: usize = std::mem::size_of::<(i64, OutcomeKey)>();
+pub const ORDER_ENTRY_BYTES: usize = std::mem::size_of::<Remembered>();
+
+/// One outcome in the order of forgetting: when it was counted, and the partition it came from
+/// (to forget it with the partition).
+#[derive(Debug, Clone, Copy)]
+struct Remembered {
+    at: i64,
+    key: OutcomeKey,
+    partition: Partition,
+}
 
 #[derive(Debug)]
 pub struct OutcomeMemory {
     limits: OutcomeMemoryLimits,
     seen: FxHashSet<OutcomeKey>,
-    order: VecDeque<(i64, OutcomeKey)>,
+    order: VecDeque<Remembered>,
     pub forgotten_at_cap: u64,
     pub forgotten_by_age: u64,
 }
@@ -65,10 +74,11 @@ impl OutcomeMemory {
         }
     }
 
-    /// Remembers `key` at time `now` (unix nanoseconds); `false` when it was already remembered.
-    pub fn remember(&mut self, key: OutcomeKey, now: i64) -> bool {
+    /// Remembers `key`, an outcome from `partition`, at time `now` (unix nanoseconds); `false`
+    /// when it was already remembered.
+    pub fn remember(&mut self, key: OutcomeKey, partition: Partition, now: i64) -> bool {
         let horizon = now.saturating_sub(self.limits.max_age_nanos);
-        while let Some(&(at, old)) = self.order.front() {
+        while let Some(&Remembered { at, key: old, .. }) = self.order.front() {
             if at >= horizon {
                 break;
             }
@@ -80,14 +90,30 @@ impl OutcomeMemory {
             return false;
         }
         if self.seen.len() >= self.limits.max_entries {
-            if let Some((_, old)) = self.order.pop_front() {
+            if let Some(Remembered { key: old, .. }) = self.order.pop_front() {
                 self.seen.remove(&old);
                 self.forgotten_at_cap += 1;
             }
         }
         self.seen.insert(key);
-        self.order.push_back((now, key));
+        // Never earlier than the newest: the order of forgetting stays the order of `at`.
+        let at = self.order.back().map_or(now, |newest| newest.at.max(now));
+        self.order.push_back(Remembered { at, key, partition });
         true
+    }
+
+    /// Forgets the outcomes that came from `partition`; returns how many.
+    pub fn drop_partition(&mut self, partition: Partition) -> usize {
+        let before = self.order.len();
+        let seen = &mut self.seen;
+        self.order.retain(|r| {
+            let keep = r.partition != partition;
+            if !keep {
+                seen.remove(&r.key);
+            }
+            keep
+        });
+        before - self.order.len()
     }
 
     pub fn len(&self) -> usize {
@@ -104,6 +130,7 @@ mod tests {
     use super::*;
 
     const SECOND: i64 = 1_000_000_000;
+    const P0: Partition = Partition(0);
 
     fn key(run: u128, finished: i64) -> OutcomeKey {
         OutcomeKey::new(RunKey(run), finished)
@@ -115,16 +142,16 @@ mod tests {
             max_entries: 10,
             max_age_nanos: 60 * SECOND,
         });
-        assert!(memory.remember(key(1, 100), 0));
-        assert!(!memory.remember(key(1, 100), SECOND));
-        assert!(memory.remember(key(1, 200), 2 * SECOND));
+        assert!(memory.remember(key(1, 100), P0, 0));
+        assert!(!memory.remember(key(1, 100), P0, SECOND));
+        assert!(memory.remember(key(1, 200), P0, 2 * SECOND));
         assert!(
-            !memory.remember(key(1, 100), 3 * SECOND),
+            !memory.remember(key(1, 100), P0, 3 * SECOND),
             "a stale copy of the first finish"
         );
         let unfinished = OutcomeKey::new(RunKey(1), NOT_FINISHED);
-        assert!(memory.remember(unfinished, 4 * SECOND));
-        assert!(!memory.remember(unfinished, 5 * SECOND));
+        assert!(memory.remember(unfinished, P0, 4 * SECOND));
+        assert!(!memory.remember(unfinished, P0, 5 * SECOND));
         assert_eq!(memory.len(), 3);
     }
 
@@ -135,12 +162,12 @@ mod tests {
             max_age_nanos: i64::MAX,
         });
         for run in 0..5 {
-            assert!(memory.remember(key(run, 1), run as i64));
+            assert!(memory.remember(key(run, 1), P0, run as i64));
         }
         assert_eq!(memory.len(), 3);
         assert_eq!(memory.forgotten_at_cap, 2);
-        assert!(memory.remember(key(0, 1), 10), "forgotten, so it counts again");
-        assert!(!memory.remember(key(4, 1), 11), "still remembered");
+        assert!(memory.remember(key(0, 1), P0, 10), "forgotten, so it counts again");
+        assert!(!memory.remember(key(4, 1), P0, 11), "still remembered");
     }
 
     #[test]
@@ -149,14 +176,31 @@ mod tests {
             max_entries: 100,
             max_age_nanos: 10 * SECOND,
         });
-        assert!(memory.remember(key(1, 1), 0));
-        assert!(memory.remember(key(2, 1), 5 * SECOND));
+        assert!(memory.remember(key(1, 1), P0, 0));
+        assert!(memory.remember(key(2, 1), P0, 5 * SECOND));
         assert!(
-            !memory.remember(key(1, 1), 10 * SECOND),
+            !memory.remember(key(1, 1), P0, 10 * SECOND),
             "exactly max_age old is still remembered"
         );
-        assert!(memory.remember(key(1, 1), 10 * SECOND + 1));
+        assert!(memory.remember(key(1, 1), P0, 10 * SECOND + 1));
         assert_eq!(memory.forgotten_by_age, 1);
         assert_eq!(memory.len(), 2);
+    }
+
+    #[test]
+    fn a_partition_leaves_with_its_outcomes() {
+        let mut memory = OutcomeMemory::new(OutcomeMemoryLimits {
+            max_entries: 100,
+            max_age_nanos: i64::MAX,
+        });
+        let (p1, p2) = (Partition(1), Partition(2));
+        assert!(memory.remember(key(1, 1), p1, 0));
+        assert!(memory.remember(key(2, 1), p2, 1));
+        assert!(memory.remember(key(3, 1), p1, 2));
+        assert_eq!(memory.drop_partition(p1), 2);
+        assert_eq!(memory.len(), 1);
+        assert!(memory.remember(key(1, 1), p2, 3), "forgotten with its partition");
+        assert!(!memory.remember(key(2, 1), p2, 4), "the other partition's is kept");
+        assert_eq!(memory.drop_partition(Partition(9)), 0);
     }
 }

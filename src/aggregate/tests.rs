@@ -1,5 +1,6 @@
 use super::*;
 use crate::decode::{decode, RunUpdate};
+use crate::ids::Partition;
 use label_value::AlterationCounts;
 use serde_json::{json, Value};
 
@@ -66,28 +67,28 @@ fn redeliveries_count_once_and_replays_count_again() {
         "2026-08-22T15:00:02.5Z",
     );
     assert!(matches!(
-        agg.apply(&update(&first), 0),
+        agg.apply(&update(&first), Partition(0), 0),
         Applied::Outcome {
             status: V1TaskStatus::Failed,
             ..
         }
     ));
-    assert_eq!(agg.apply(&update(&first), S), Applied::Duplicate);
+    assert_eq!(agg.apply(&update(&first), Partition(0), S), Applied::Duplicate);
     // The replay reopens the run, then finishes it again.
     assert_eq!(
-        agg.apply(&update(&doc("r1", WF_A, "QUEUED", json!({}))), 2 * S),
+        agg.apply(&update(&doc("r1", WF_A, "QUEUED", json!({}))), Partition(0), 2 * S),
         Applied::InProgress
     );
     assert_eq!(
-        agg.apply(&update(&replayed), 3 * S),
+        agg.apply(&update(&replayed), Partition(0), 3 * S),
         Applied::Outcome {
             status: V1TaskStatus::Completed,
             duration_seconds: Some(1.5)
         }
     );
     // A stale copy of the first finish, delivered late, is still the same outcome.
-    assert_eq!(agg.apply(&update(&first), 4 * S), Applied::Duplicate);
-    assert_eq!(agg.apply(&update(&replayed), 5 * S), Applied::Duplicate);
+    assert_eq!(agg.apply(&update(&first), Partition(0), 4 * S), Applied::Duplicate);
+    assert_eq!(agg.apply(&update(&replayed), Partition(0), 5 * S), Applied::Duplicate);
     let s = stats(&agg, "DAGWorkflow");
     assert_eq!(s.outcomes[0].runs, 1);
     assert_eq!(s.outcomes[1].runs, 1);
@@ -111,8 +112,11 @@ fn the_same_instant_in_another_offset_is_the_same_outcome() {
         "2026-08-22T09:00:01-05:00",
         "2026-08-22T09:00:03.250-05:00",
     );
-    assert!(matches!(agg.apply(&update(&utc), 0), Applied::Outcome { .. }));
-    assert_eq!(agg.apply(&update(&local), 0), Applied::Duplicate);
+    assert!(matches!(
+        agg.apply(&update(&utc), Partition(0), 0),
+        Applied::Outcome { .. }
+    ));
+    assert_eq!(agg.apply(&update(&local), Partition(0), 0), Applied::Duplicate);
 }
 
 #[test]
@@ -120,13 +124,13 @@ fn terminal_without_finished_at_counts_once() {
     let mut agg = Aggregator::new(settings(), Clock::Wall);
     let cancelled = doc("r9", WF_A, "CANCELLED", json!({"duration": 9223372036854_i64}));
     assert_eq!(
-        agg.apply(&update(&cancelled), 0),
+        agg.apply(&update(&cancelled), Partition(0), 0),
         Applied::Outcome {
             status: V1TaskStatus::Cancelled,
             duration_seconds: None
         }
     );
-    assert_eq!(agg.apply(&update(&cancelled), 0), Applied::Duplicate);
+    assert_eq!(agg.apply(&update(&cancelled), Partition(0), 0), Applied::Duplicate);
     let s = stats(&agg, "DAGWorkflow");
     assert_eq!(s.outcomes[2].runs, 1);
     assert_eq!(s.outcomes[2].duration.count, 0, "no duration, no observation");
@@ -136,10 +140,13 @@ fn terminal_without_finished_at_counts_once() {
 fn a_dag_with_finished_at_but_still_running_counts_nothing() {
     let mut agg = Aggregator::new(settings(), Clock::Wall);
     let running = finished("r2", WF_A, "RUNNING", "2026-08-22T14:00:01Z", "2026-08-22T14:00:02Z");
-    assert_eq!(agg.apply(&update(&running), 0), Applied::InProgress);
+    assert_eq!(agg.apply(&update(&running), Partition(0), 0), Applied::InProgress);
     assert!(stats(&agg, "DAGWorkflow").outcomes.iter().all(|o| o.runs == 0));
     let done = finished("r2", WF_A, "COMPLETED", "2026-08-22T14:00:01Z", "2026-08-22T14:00:09Z");
-    assert!(matches!(agg.apply(&update(&done), 0), Applied::Outcome { .. }));
+    assert!(matches!(
+        agg.apply(&update(&done), Partition(0), 0),
+        Applied::Outcome { .. }
+    ));
 }
 
 #[test]
@@ -179,7 +186,7 @@ fn histogram_buckets_are_upper_inclusive() {
     let mut agg = Aggregator::new(settings(), Clock::Wall);
     for (i, ms) in [50, 100, 101, 1000, 5000, 60_000].iter().enumerate() {
         let d = doc(&format!("r{i}"), WF_A, "COMPLETED", json!({"duration": ms}));
-        agg.apply(&update(&d), 0);
+        agg.apply(&update(&d), Partition(0), 0);
     }
     let h = &stats(&agg, "DAGWorkflow").outcomes[0].duration;
     assert_eq!(&h.bucket_counts[..], &[2, 2, 1, 1]);
@@ -207,18 +214,21 @@ fn workflow_labels() {
         .workflow_names
         .insert(Uuid128::parse(WF_B).unwrap(), "billing".into());
     let mut agg = Aggregator::new(settings, Clock::Wall);
-    agg.apply(&update(&doc("r1", WF_B, "RUNNING", json!({}))), 0);
+    agg.apply(&update(&doc("r1", WF_B, "RUNNING", json!({}))), Partition(0), 0);
     let unnamed = "9d2e4f6a-1b3c-4d5e-9f70-8a9b0c1d2e3f";
     agg.apply(
         &update(&doc("r2", unnamed, "RUNNING", json!({"displayName": "-1787407802117"}))),
+        Partition(0),
         0,
     );
     agg.apply(
         &update(&doc("r3", WF_A, "RUNNING", json!({"displayName": "first-1"}))),
+        Partition(0),
         0,
     );
     agg.apply(
         &update(&doc("r4", WF_A, "RUNNING", json!({"displayName": "renamed-2"}))),
+        Partition(0),
         0,
     );
     let mut names: Vec<_> = agg.series().map(|s| s.workflow.as_str()).collect();
@@ -233,8 +243,16 @@ fn workflow_labels() {
 #[test]
 fn two_workflow_ids_with_one_name_share_a_series() {
     let mut agg = Aggregator::new(settings(), Clock::Wall);
-    agg.apply(&update(&doc("r1", WF_A, "COMPLETED", json!({"duration": 1}))), 0);
-    agg.apply(&update(&doc("r2", WF_B, "COMPLETED", json!({"duration": 1}))), 0);
+    agg.apply(
+        &update(&doc("r1", WF_A, "COMPLETED", json!({"duration": 1}))),
+        Partition(0),
+        0,
+    );
+    agg.apply(
+        &update(&doc("r2", WF_B, "COMPLETED", json!({"duration": 1}))),
+        Partition(0),
+        0,
+    );
     assert_eq!(agg.series().count(), 1);
     assert_eq!(agg.series().next().unwrap().outcomes[0].runs, 2);
 }
@@ -253,6 +271,7 @@ fn failure_ratio_by_finished_at_or_processing_time() {
         let end = format!("2026-08-22T14:0{i}:00Z");
         agg.apply(
             &update(&finished(&format!("r{i}"), WF_A, status, "2026-08-22T13:59:00Z", &end)),
+            Partition(0),
             wall,
         );
     }
@@ -262,7 +281,11 @@ fn failure_ratio_by_finished_at_or_processing_time() {
     );
     assert_eq!(agg.latest_finished_nanos(), Some(base + 3 * 60 * S));
     // No finishedAt: placed at the processing time; the replay end stays the latest finishedAt.
-    agg.apply(&update(&doc("late", WF_A, "FAILED", json!({}))), base + 3600 * S);
+    agg.apply(
+        &update(&doc("late", WF_A, "FAILED", json!({}))),
+        Partition(0),
+        base + 3600 * S,
+    );
     assert_eq!(agg.latest_finished_nanos(), Some(base + 3 * 60 * S));
     let s = stats(&agg, "DAGWorkflow");
     assert_eq!(s.failure_windows[0].counts(base + 3600 * S), (1, 1));
@@ -279,7 +302,7 @@ fn a_finish_in_the_future_is_placed_at_the_wall_clock() {
     let now = at("2026-08-22T14:00:00Z");
     // Clock skew of a whole window: without the clamp it would take the slot of `now` for itself.
     let skewed = finished("skewed", WF_A, "FAILED", "2026-08-22T14:04:00Z", "2026-08-22T14:05:00Z");
-    agg.apply(&update(&skewed), now);
+    agg.apply(&update(&skewed), Partition(0), now);
     for i in 0..10 {
         agg.apply(
             &update(&finished(
@@ -289,11 +312,12 @@ fn a_finish_in_the_future_is_placed_at_the_wall_clock() {
                 "2026-08-22T13:59:00Z",
                 "2026-08-22T14:00:00Z",
             )),
+            Partition(0),
             now,
         );
     }
     let far = finished("far", WF_A, "COMPLETED", "2100-08-22T14:00:00Z", "2100-08-22T14:00:01Z");
-    agg.apply(&update(&far), now);
+    agg.apply(&update(&far), Partition(0), now);
     assert_eq!(stats(&agg, "DAGWorkflow").failure_windows[0].counts(now), (1, 12));
 }
 
@@ -302,7 +326,7 @@ fn replay_runs_on_the_files_own_time() {
     let mut agg = Aggregator::new(settings(), Clock::Replay);
     let wall = at("2030-01-01T00:00:00Z");
     // Before any finishedAt: in no window, and the wall clock plays no part.
-    agg.apply(&update(&doc("early", WF_A, "CANCELLED", json!({}))), wall);
+    agg.apply(&update(&doc("early", WF_A, "CANCELLED", json!({}))), Partition(0), wall);
     agg.apply(
         &update(&finished(
             "a",
@@ -311,6 +335,7 @@ fn replay_runs_on_the_files_own_time() {
             "2026-08-22T13:59:00Z",
             "2026-08-22T14:00:00Z",
         )),
+        Partition(0),
         wall,
     );
     agg.apply(
@@ -321,10 +346,11 @@ fn replay_runs_on_the_files_own_time() {
             "2026-08-22T13:59:00Z",
             "2026-08-22T14:01:00Z",
         )),
+        Partition(0),
         wall,
     );
     // Without finishedAt: placed at the latest finishedAt so far, which stays the windows' end.
-    agg.apply(&update(&doc("c", WF_A, "CANCELLED", json!({}))), wall);
+    agg.apply(&update(&doc("c", WF_A, "CANCELLED", json!({}))), Partition(0), wall);
     let end = agg.latest_finished_nanos().unwrap();
     assert_eq!(end, at("2026-08-22T14:01:00Z"));
     assert_eq!(stats(&agg, "DAGWorkflow").failure_windows[0].counts(end), (1, 3));
@@ -358,8 +384,8 @@ fn queue_wait_from_created_at_to_started_at() {
 
     let mut agg = Aggregator::new(settings(), Clock::Wall);
     let started = finished("a", WF_A, "COMPLETED", "2026-08-22T14:00:30Z", "2026-08-22T14:00:31Z");
-    agg.apply(&update(&started), 0);
-    agg.apply(&update(&doc("b", WF_A, "CANCELLED", json!({}))), 0);
+    agg.apply(&update(&started), Partition(0), 0);
+    agg.apply(&update(&doc("b", WF_A, "CANCELLED", json!({}))), Partition(0), 0);
     let s = stats(&agg, "DAGWorkflow");
     assert_eq!(&s.outcomes[0].queue.bucket_counts[..], &[0, 1, 0], "30 s: le=60");
     assert_eq!(s.outcomes[2].queue.count, 0, "cancelled while queued: no wait observed");
@@ -382,7 +408,7 @@ fn workflows_beyond_the_cap_fold_into_overflow_and_a_flood_stays_bounded() {
             "COMPLETED",
             json!({"displayName": format!("wf{i}-1")}),
         );
-        agg.apply(&update(&d), now);
+        agg.apply(&update(&d), Partition(0), now);
     }
     let mut names: Vec<_> = agg
         .series()
@@ -408,20 +434,20 @@ fn idle_workflows_drop_out_and_come_back_from_zero() {
     let hour = 3600 * S;
     let a = |id: &str| doc(id, WF_A, "COMPLETED", json!({"displayName": "daily-1"}));
     let b = |id: &str| doc(id, WF_B, "COMPLETED", json!({"displayName": "busy-1"}));
-    agg.apply(&update(&a("a1")), t0);
-    agg.apply(&update(&b("b1")), t0);
+    agg.apply(&update(&a("a1")), Partition(0), t0);
+    agg.apply(&update(&b("b1")), Partition(0), t0);
     // A daily workflow, a day later: still there.
-    agg.apply(&update(&b("b2")), t0 + 24 * hour);
-    agg.apply(&update(&a("a2")), t0 + 25 * hour);
+    agg.apply(&update(&b("b2")), Partition(0), t0 + 24 * hour);
+    agg.apply(&update(&a("a2")), Partition(0), t0 + 25 * hour);
     assert_eq!(stats(&agg, "daily").outcomes[0].runs, 2);
     // Then 48 h without an update: dropped at the next sweep, memory freed.
-    agg.apply(&update(&b("b3")), t0 + 74 * hour);
+    agg.apply(&update(&b("b3")), Partition(0), t0 + 74 * hour);
     assert!(agg.series().all(|s| s.workflow != "daily"));
     assert_eq!(agg.expired_series, 1);
     assert_eq!(agg.tracked_workflows(), 1);
     assert_eq!(agg.workflows.len(), 1);
     // It comes back: a new series from zero.
-    agg.apply(&update(&a("a3")), t0 + 75 * hour);
+    agg.apply(&update(&a("a3")), Partition(0), t0 + 75 * hour);
     assert_eq!(stats(&agg, "daily").outcomes[0].runs, 1);
     assert_eq!(agg.tracked_workflows(), 2);
 }
@@ -431,11 +457,11 @@ fn lifecycle_counts_in_flight_retries_and_replays_per_workflow() {
     let mut agg = Aggregator::new(settings(), Clock::Wall);
     let now = at("2026-08-22T15:00:00Z");
     let running = |id: &str, started: &str| doc(id, WF_A, "RUNNING", json!({"startedAt": started}));
-    agg.apply(&update(&doc("q", WF_A, "QUEUED", json!({}))), now);
-    agg.apply(&update(&running("r", "2026-08-22T14:00:01Z")), now);
+    agg.apply(&update(&doc("q", WF_A, "QUEUED", json!({}))), Partition(0), now);
+    agg.apply(&update(&running("r", "2026-08-22T14:00:01Z")), Partition(0), now);
     // r is retried: back to QUEUED, then running again.
-    agg.apply(&update(&doc("r", WF_A, "QUEUED", json!({}))), now);
-    agg.apply(&update(&running("r", "2026-08-22T14:05:00Z")), now);
+    agg.apply(&update(&doc("r", WF_A, "QUEUED", json!({}))), Partition(0), now);
+    agg.apply(&update(&running("r", "2026-08-22T14:05:00Z")), Partition(0), now);
     // f finishes, then is replayed by hand.
     agg.apply(
         &update(&finished(
@@ -445,9 +471,10 @@ fn lifecycle_counts_in_flight_retries_and_replays_per_workflow() {
             "2026-08-22T14:00:00Z",
             "2026-08-22T14:01:00Z",
         )),
+        Partition(0),
         now,
     );
-    agg.apply(&update(&running("f", "2026-08-22T14:30:00Z")), now);
+    agg.apply(&update(&running("f", "2026-08-22T14:30:00Z")), Partition(0), now);
     let (at_a, stats_a) = agg
         .series_with_ids()
         .find(|(_, s)| s.workflow == "DAGWorkflow")
@@ -475,7 +502,7 @@ fn floods_of_ids_sharing_a_name_or_of_tenants_stay_bounded() {
             "COMPLETED",
             json!({"displayName": "same-1"}),
         );
-        agg.apply(&update(&d), now);
+        agg.apply(&update(&d), Partition(0), now);
     }
     assert_eq!(agg.workflows.len(), 2);
     assert_eq!(agg.series().count(), 2, "same, and the tenant's overflow");
@@ -483,7 +510,7 @@ fn floods_of_ids_sharing_a_name_or_of_tenants_stay_bounded() {
     for i in 0..5_000u32 {
         let mut d = doc(&format!("t{i}"), WF_A, "COMPLETED", json!({}));
         d["tenantId"] = json!(format!("{i:08x}-80ab-4e1f-a156-f1c4546cbf52"));
-        agg.apply(&update(&d), now);
+        agg.apply(&update(&d), Partition(0), now);
     }
     let mut series: Vec<_> = agg
         .series()
@@ -517,7 +544,7 @@ fn timestamps_far_from_the_wall_clock_are_not_believed_and_are_counted() {
     for doc in [&far_future, &far_past, &unix_zero] {
         assert!(
             matches!(
-                agg.apply(&update(doc), now),
+                agg.apply(&update(doc), Partition(0), now),
                 Applied::Outcome {
                     duration_seconds: None,
                     ..
@@ -543,7 +570,7 @@ fn timestamps_far_from_the_wall_clock_are_not_believed_and_are_counted() {
     // Within the limits: believed.
     let fine = finished("d", WF_A, "COMPLETED", "2026-08-22T13:59:00Z", "2026-08-22T14:05:00Z");
     assert!(matches!(
-        agg.apply(&update(&fine), now),
+        agg.apply(&update(&fine), Partition(0), now),
         Applied::Outcome {
             duration_seconds: Some(360.0),
             ..
@@ -557,7 +584,7 @@ fn a_running_run_started_long_ago_does_not_pin_the_oldest_running_age() {
     let mut agg = Aggregator::new(with_default_timestamp_limits(), Clock::Wall);
     let now = at("2026-08-22T14:00:00Z");
     let ancient = doc("r", WF_A, "RUNNING", json!({"startedAt": "1970-01-01T00:00:00Z"}));
-    agg.apply(&update(&ancient), now);
+    agg.apply(&update(&ancient), Partition(0), now);
     assert_eq!(agg.lifecycle().oldest_running().iter().flatten().count(), 0);
     assert_eq!(agg.implausible.started_at, 1);
 }
@@ -568,7 +595,7 @@ fn replay_believes_old_timestamps_but_not_durations_over_a_year() {
     let now = at("2026-08-22T14:00:00Z");
     let old = finished("a", WF_A, "COMPLETED", "2001-01-01T00:00:00Z", "2001-01-01T00:00:02Z");
     assert!(matches!(
-        agg.apply(&update(&old), now),
+        agg.apply(&update(&old), Partition(0), now),
         Applied::Outcome {
             duration_seconds: Some(2.0),
             ..
@@ -576,7 +603,7 @@ fn replay_believes_old_timestamps_but_not_durations_over_a_year() {
     ));
     let long = finished("b", WF_A, "COMPLETED", "0000-01-01T00:00:00Z", "2001-01-01T00:00:02Z");
     assert!(matches!(
-        agg.apply(&update(&long), now),
+        agg.apply(&update(&long), Partition(0), now),
         Applied::Outcome {
             duration_seconds: None,
             ..
@@ -584,7 +611,7 @@ fn replay_believes_old_timestamps_but_not_durations_over_a_year() {
     ));
     assert_eq!(agg.implausible.duration + agg.implausible.started_at, 1);
     let ahead = finished("c", WF_A, "COMPLETED", "2001-01-01T00:00:00Z", "9999-01-01T00:00:00Z");
-    agg.apply(&update(&ahead), now);
+    agg.apply(&update(&ahead), Partition(0), now);
     assert_eq!(
         agg.implausible.finished_at, 1,
         "nothing in a file lies ahead of the wall clock"
@@ -599,14 +626,20 @@ fn workflow_names_from_messages_become_safe_bounded_label_values() {
     let other = format!("{}m-1787407391482", "n".repeat((1 << 16) - 1));
     agg.apply(
         &update(&doc("r1", WF_A, "QUEUED", json!({"displayName": huge.clone()}))),
+        Partition(0),
         0,
     );
-    agg.apply(&update(&doc("r2", WF_B, "QUEUED", json!({"displayName": other}))), 0);
+    agg.apply(
+        &update(&doc("r2", WF_B, "QUEUED", json!({"displayName": other}))),
+        Partition(0),
+        0,
+    );
     let wf_c = "5c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
     let wf_d = "6d1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
     // Another workflow id with the same long name: the same series, not counted again.
     agg.apply(
         &update(&doc("r4", wf_d, "QUEUED", json!({"displayName": huge.clone()}))),
+        Partition(0),
         0,
     );
     agg.apply(
@@ -616,6 +649,7 @@ fn workflow_names_from_messages_become_safe_bounded_label_values() {
             "QUEUED",
             json!({"displayName": "bad\r\nname\u{2028}-1"}),
         )),
+        Partition(0),
         0,
     );
     let mut names: Vec<_> = agg.series().map(|s| s.workflow.clone()).collect();
@@ -632,12 +666,24 @@ fn whether_a_finish_is_believed_never_changes_which_outcome_it_is() {
     let now = at("2026-08-22T14:00:00Z");
     // A producer clock 15 minutes fast: not believed now, believed when redelivered later.
     let fast = finished("a", WF_A, "COMPLETED", "2026-08-22T14:10:00Z", "2026-08-22T14:15:00Z");
-    assert!(matches!(agg.apply(&update(&fast), now), Applied::Outcome { .. }));
-    assert_eq!(agg.apply(&update(&fast), now + 600 * S), Applied::Duplicate);
+    assert!(matches!(
+        agg.apply(&update(&fast), Partition(0), now),
+        Applied::Outcome { .. }
+    ));
+    assert_eq!(
+        agg.apply(&update(&fast), Partition(0), now + 600 * S),
+        Applied::Duplicate
+    );
     // A replayed run whose two finishes are both absurd: two outcomes, not one.
     let first = finished("b", WF_A, "FAILED", "2026-08-22T13:00:00Z", "9999-01-01T00:00:00Z");
     let again = finished("b", WF_A, "COMPLETED", "2026-08-22T13:00:00Z", "9999-02-01T00:00:00Z");
-    assert!(matches!(agg.apply(&update(&first), now), Applied::Outcome { .. }));
-    assert!(matches!(agg.apply(&update(&again), now), Applied::Outcome { .. }));
-    assert_eq!(agg.apply(&update(&again), now), Applied::Duplicate);
+    assert!(matches!(
+        agg.apply(&update(&first), Partition(0), now),
+        Applied::Outcome { .. }
+    ));
+    assert!(matches!(
+        agg.apply(&update(&again), Partition(0), now),
+        Applied::Outcome { .. }
+    ));
+    assert_eq!(agg.apply(&update(&again), Partition(0), now), Applied::Duplicate);
 }

@@ -14,7 +14,19 @@ use rdkafka::types::RDKafkaConfRes;
 ///   rather than losing what was produced before it joined.
 /// - `fetch.queue.backoff.ms=5`: librdkafka's default (1000 ms) stalls fetching for a second each
 ///   time the consumer falls behind.
-pub const DEFAULT_PROPERTIES: [(&str, &str); 2] = [("auto.offset.reset", "earliest"), ("fetch.queue.backoff.ms", "5")];
+/// - `partition.assignment.strategy=cooperative-sticky`: a rebalance moves only the partitions
+///   that change owner, so the others keep their state and are not restored again (the eager
+///   strategies revoke everything at every rebalance). Every member of a group must use the same
+///   strategy.
+/// - `session.timeout.ms=30000`: how long a member that stopped answering keeps its partitions.
+///   With `kafka.group_instance_id`, a restart within it gets the same partitions back at once;
+///   a member gone for good hands its partitions over after it.
+pub const DEFAULT_PROPERTIES: [(&str, &str); 4] = [
+    ("auto.offset.reset", "earliest"),
+    ("fetch.queue.backoff.ms", "5"),
+    ("partition.assignment.strategy", "cooperative-sticky"),
+    ("session.timeout.ms", "30000"),
+];
 
 /// What a secret's value is shown as.
 pub const REDACTED: &str = "<redacted>";
@@ -204,6 +216,9 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
             "statistics.interval.ms",
             config.statistics_interval.as_millis().to_string(),
         );
+    if let Some(id) = &config.group_instance_id {
+        client.set("group.instance.id", id);
+    }
     client
 }
 

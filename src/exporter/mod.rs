@@ -63,6 +63,7 @@ pub struct Snapshot {
     runs_tracked: usize,
     runs_forgotten_by_age: u64,
     runs_forgotten_at_cap: u64,
+    runs_changed_partition: u64,
     tracked_workflows: usize,
     overflow_updates: u64,
     metadata_values_folded: u64,
@@ -146,6 +147,7 @@ impl Snapshot {
             runs_tracked: aggregator.lifecycle().len(),
             runs_forgotten_by_age: aggregator.lifecycle().expired_by_age(),
             runs_forgotten_at_cap: aggregator.lifecycle().forgotten_at_cap(),
+            runs_changed_partition: aggregator.lifecycle().changed_partition(),
             tracked_workflows: aggregator.tracked_workflows(),
             overflow_updates: aggregator.folded_updates,
             metadata_values_folded: aggregator.metadata_labels().folded,
@@ -300,6 +302,18 @@ impl Snapshot {
             "hatchet_run_metrics_runs_forgotten_total",
             "why=\"cap\"",
             self.runs_forgotten_at_cap as f64,
+        );
+        header(
+            out,
+            "hatchet_run_metrics_runs_changed_partition_total",
+            "counter",
+            "Updates of a tracked run that arrived on another partition than its previous one: its producer does not key messages by run id, so two members may each show the run.",
+        );
+        sample(
+            out,
+            "hatchet_run_metrics_runs_changed_partition_total",
+            "",
+            self.runs_changed_partition as f64,
         );
         header(out, "hatchet_run_metrics_metadata_values_folded_total", "counter", "Outcomes whose value of a metadata label was folded into __overflow__ (metrics.metadata_label_max_values).");
         sample(

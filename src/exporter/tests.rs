@@ -2,7 +2,7 @@ use super::*;
 use crate::aggregate::outcome_memory::OutcomeMemoryLimits;
 use crate::aggregate::{AggregateSettings, Aggregator, Clock};
 use crate::decode::decode;
-use crate::ids::Uuid128;
+use crate::ids::{Partition, Uuid128};
 use std::collections::HashMap;
 
 const S: i64 = 1_000_000_000;
@@ -38,7 +38,7 @@ fn run(agg: &mut Aggregator, id: &str, status: &str, duration_ms: i64) {
         "workflowId":"0b7e2d3c-4f1a-4c55-8d2e-6a9f1c3b5d77","displayName":"x-1",
         "finishedAt":"2026-08-22T14:00:10Z","duration":{duration_ms}}}"#
     );
-    agg.apply(&decode(Some(text.as_bytes()), 1 << 20).unwrap(), 0);
+    agg.apply(&decode(Some(text.as_bytes()), 1 << 20).unwrap(), Partition(0), 0);
 }
 
 fn render(agg: &Aggregator, end: WindowEnd) -> String {
@@ -132,7 +132,7 @@ fn metadata_labels_on_outcomes_and_durations_only() {
             "workflowId":"0b7e2d3c-4f1a-4c55-8d2e-6a9f1c3b5d77","displayName":"x-1","duration":500,
             "startedAt":"2026-08-22T14:00:01Z","additionalMetadata":{{"customer_tier":{tier}}}}}"#
         );
-        agg.apply(&decode(Some(text.as_bytes()), 1 << 20).unwrap(), 0);
+        agg.apply(&decode(Some(text.as_bytes()), 1 << 20).unwrap(), Partition(0), 0);
     }
     let text = render(&agg, WindowEnd::LatestFinished);
     let l = "tenant_id=\"707d0855-80ab-4e1f-a156-f1c4546cbf52\",workflow=\"x\",status=\"COMPLETED\"";

@@ -2,6 +2,7 @@
 //! Kafka: one line, one message; blank lines are skipped.
 
 use crate::events::{MessageOrigin, MessageProcessed};
+use crate::ids::Partition;
 use crate::pipeline::{now_nanos, Pipeline};
 use std::io::BufRead;
 
@@ -35,7 +36,7 @@ pub fn replay(reader: impl BufRead, name: &str, pipeline: &Pipeline) -> std::io:
         };
         summary.messages += 1;
         let now = now_nanos();
-        if pipeline.process(Some(&line), &origin, now).is_err() {
+        if pipeline.process(Some(&line), &origin, Partition(0), now).is_err() {
             summary.rejected += 1;
         }
         MessageProcessed {

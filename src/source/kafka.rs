@@ -9,24 +9,48 @@
 //! The librdkafka configuration it runs with, and which of its values are secrets, are
 //! [`crate::config::kafka`]'s. What the client reports about the brokers goes to the service's
 //! [`Readiness`].
+//!
+//! # Handing a partition's state over
+//!
+//! Each assigned partition gets a [`Partition`] number, and the aggregation keeps its runs,
+//! remembered outcomes and window contributions apart. When a partition is revoked, they are
+//! dropped (after the commit), so that two members never both report a run. When one is
+//! assigned, at start and at every rebalance, the rebalance callback looks up the group's
+//! committed offset and the offset for `now - [state] restore_lookback`, and starts the
+//! partition at the earlier: the messages before the committed offset are
+//! [restored](crate::pipeline::Pipeline::restore) (state rebuilt, nothing counted, offsets not
+//! stored), the rest processed as usual. Each partition switches at its own offset, so one that
+//! is restored is processed while others are still restoring; `/readyz` answers 503 with the
+//! progress until all are done. A broker that cannot answer the lookups leaves the partition
+//! unrestored (logged), never stuck.
 
 use crate::config::kafka::{client_config, redacted, scrub_secrets, secret_values};
 use crate::config::KafkaConfig;
 use crate::events::{
     ConsumedCounters, KafkaClientError, LagReported, MessageOrigin, MessageProcessed, OffsetStoreFailed,
-    OffsetsCommitted, Rebalanced, Telemetry,
+    OffsetsCommitted, Rebalanced, RestoreFinished, RestoreSkipped, RestoreStarted, RevokedStateDropped, Telemetry,
 };
-use crate::pipeline::now_nanos;
-use crate::service::{Readiness, Service};
+use crate::ids::Partition;
+use crate::pipeline::{now_nanos, Pipeline};
+use crate::service::{Readiness, RestoreProgress, Service};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
-use rdkafka::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long the rebalance callback waits for each lookup of a restore (committed offsets,
+/// offsets for a time, watermarks) before it gives the restore up.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a Kafka client error says about readiness.
 fn tell_readiness(readiness: &Readiness, code: Option<RDKafkaErrorCode>, reason: &str) {
@@ -51,8 +75,187 @@ fn tell_readiness(readiness: &Readiness, code: Option<RDKafkaErrorCode>, reason:
 struct SourceContext {
     telemetry: Arc<Telemetry>,
     readiness: Arc<Readiness>,
+    pipeline: Pipeline,
     /// The values of the secret properties, kept out of every message of the client's.
     secrets: Vec<String>,
+    /// Zero: restoring is off.
+    restore_lookback: Duration,
+    assignment: Arc<Mutex<Assignment>>,
+}
+
+/// The partitions' numbers and the restores in progress, shared by the rebalance callback and the
+/// consuming loop.
+#[derive(Debug, Default)]
+struct Assignment {
+    /// Every partition seen, with its number (kept after a revoke: the number is the same if it
+    /// comes back). Few, hence a list.
+    numbers: Vec<(String, i32, Partition)>,
+    restores: Vec<Restore>,
+}
+
+/// A partition being read again up to the group's committed offset.
+#[derive(Debug)]
+struct Restore {
+    topic: String,
+    partition: i32,
+    from: i64,
+    /// The committed offset: messages before it are restored, from it on processed.
+    until: i64,
+    /// The offset of the latest message restored.
+    at: i64,
+    applied: u64,
+    rejected: u64,
+    started: Instant,
+}
+
+/// What to do with one message.
+enum Route {
+    Process(Partition),
+    Restore(Partition),
+}
+
+impl Assignment {
+    fn number(&mut self, topic: &str, partition: i32) -> Partition {
+        if let Some((.., n)) = (self.numbers.iter()).find(|(t, p, _)| *p == partition && t == topic) {
+            return *n;
+        }
+        let n = Partition(u16::try_from(self.numbers.len()).unwrap_or(u16::MAX));
+        self.numbers.push((topic.to_string(), partition, n));
+        n
+    }
+
+    fn route(&mut self, topic: &str, partition: i32, offset: i64) -> Route {
+        let n = self.number(topic, partition);
+        match (self.restores.iter_mut()).find(|r| r.partition == partition && r.topic == topic) {
+            Some(restore) if offset < restore.until => {
+                restore.at = offset;
+                Route::Restore(n)
+            }
+            _ => Route::Process(n),
+        }
+    }
+
+    /// Ends the restores that reached their committed offset (by a message, or by the consumer's
+    /// position: the last offsets before it may hold no message) or that `done` names; returns them.
+    fn finished(&mut self, done: impl Fn(&Restore) -> bool) -> Vec<Restore> {
+        let (finished, going) = std::mem::take(&mut self.restores)
+            .into_iter()
+            .partition(|r| r.at + 1 >= r.until || done(r));
+        self.restores = going;
+        finished
+    }
+
+    fn progress(&self) -> RestoreProgress {
+        RestoreProgress {
+            partitions: self.restores.len(),
+            read: self.restores.iter().map(|r| (r.at + 1 - r.from).max(0) as u64).sum(),
+            total: self.restores.iter().map(|r| (r.until - r.from).max(0) as u64).sum(),
+        }
+    }
+}
+
+impl SourceContext {
+    fn assignment(&self) -> MutexGuard<'_, Assignment> {
+        self.assignment.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets where each newly assigned partition of `tpl` starts: before its committed offset
+    /// when there is history to restore. Runs in the rebalance callback, before the assignment.
+    fn plan_restores(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        if self.restore_lookback.is_zero() || tpl.count() == 0 {
+            return;
+        }
+        let skip_all = |why: &str| {
+            for e in tpl.elements() {
+                RestoreSkipped {
+                    topic: e.topic(),
+                    partition: e.partition(),
+                    why,
+                }
+                .emit();
+            }
+        };
+        let committed = match consumer.committed_offsets(tpl.clone(), Timeout::After(LOOKUP_TIMEOUT)) {
+            Ok(committed) => committed,
+            Err(error) => return skip_all(&format!("the committed offsets could not be read: {error}")),
+        };
+        let since = (now_nanos() / 1_000_000).saturating_sub(self.restore_lookback.as_millis() as i64);
+        let mut wanted = TopicPartitionList::new();
+        for e in committed.elements() {
+            if let Offset::Offset(_) = e.offset() {
+                let _ = wanted.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since));
+            }
+        }
+        if wanted.count() == 0 {
+            return; // a new group: nothing was processed before, nothing to restore
+        }
+        let starts = match consumer.offsets_for_times(wanted, Timeout::After(LOOKUP_TIMEOUT)) {
+            Ok(starts) => starts,
+            Err(error) => return skip_all(&format!("the offsets for the lookback could not be read: {error}")),
+        };
+        let mut assignment = self.assignment();
+        for e in committed.elements() {
+            let (topic, partition) = (e.topic(), e.partition());
+            let Offset::Offset(until) = e.offset() else { continue };
+            let from = match starts.find_partition(topic, partition).map(|s| s.offset()) {
+                Some(Offset::Offset(from)) if from < until => from,
+                _ => continue, // nothing before the committed offset is recent enough
+            };
+            let retention_shorter = consumer
+                .fetch_watermarks(topic, partition, Timeout::After(LOOKUP_TIMEOUT))
+                .is_ok_and(|(low, _)| low > 0 && from <= low);
+            if tpl
+                .set_partition_offset(topic, partition, Offset::Offset(from))
+                .is_err()
+            {
+                continue;
+            }
+            RestoreStarted {
+                topic,
+                partition,
+                from,
+                until,
+                retention_shorter,
+            }
+            .emit();
+            assignment.number(topic, partition);
+            assignment
+                .restores
+                .retain(|r| !(r.partition == partition && r.topic == topic));
+            assignment.restores.push(Restore {
+                topic: topic.to_string(),
+                partition,
+                from,
+                until,
+                at: from - 1,
+                applied: 0,
+                rejected: 0,
+                started: Instant::now(),
+            });
+        }
+        self.readiness.restoring(assignment.progress());
+    }
+
+    /// Forgets what the revoked partitions of `tpl` contributed, and their restores.
+    fn drop_revoked(&self, tpl: &TopicPartitionList) {
+        let mut assignment = self.assignment();
+        for e in tpl.elements() {
+            let (topic, partition) = (e.topic(), e.partition());
+            assignment
+                .restores
+                .retain(|r| !(r.partition == partition && r.topic == topic));
+            let number = assignment.number(topic, partition);
+            let (runs, outcomes) = self.pipeline.aggregator().drop_partition(number);
+            RevokedStateDropped {
+                topic,
+                partition,
+                runs,
+                outcomes,
+            }
+            .emit(&self.telemetry);
+        }
+        self.readiness.restoring(assignment.progress());
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -103,11 +306,47 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
-            // Everything received so far was processed (processing is synchronous), so commit it
-            // now, before another member takes the partitions over.
-            commit(consumer, &self.telemetry);
+    /// librdkafka's rebalance, as rdkafka's default does it, with the restores planned before an
+    /// assignment and the revoked partitions' state dropped after their commit.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.plan_restores(consumer, tpl);
+                let result = match cooperative {
+                    true => consumer.incremental_assign(tpl),
+                    false => consumer.assign(tpl),
+                };
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+                result
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Everything received so far was processed (processing is synchronous), so commit
+                // it now, before another member takes the partitions over.
+                commit(consumer, &self.telemetry);
+                self.drop_revoked(tpl);
+                let result = match cooperative {
+                    true => consumer.incremental_unassign(tpl),
+                    false => consumer.unassign(),
+                };
+                self.post_rebalance(consumer, &Rebalance::Revoke(tpl));
+                result
+            }
+            other => {
+                let error = KafkaError::Rebalance(other.into());
+                self.post_rebalance(consumer, &Rebalance::Error(error));
+                match cooperative {
+                    true => consumer.incremental_unassign(tpl),
+                    false => consumer.unassign(),
+                }
+            }
+        };
+        if let Err(error) = result {
+            KafkaClientError {
+                code: "rebalance",
+                reason: &error.to_string(),
+            }
+            .emit(&self.telemetry);
         }
     }
 
@@ -164,14 +403,25 @@ fn emit_commit(result: KafkaResult<()>, telemetry: &Telemetry) {
 }
 
 /// Consumes until `shutdown` resolves, then commits what was processed and leaves the group.
-pub async fn consume(config: &KafkaConfig, service: &Service, shutdown: impl Future<Output = ()>) -> KafkaResult<()> {
+/// A newly assigned partition's state is rebuilt from the `restore_lookback` before its
+/// committed offset (zero: not at all).
+pub async fn consume(
+    config: &KafkaConfig,
+    restore_lookback: Duration,
+    service: &Service,
+    shutdown: impl Future<Output = ()>,
+) -> KafkaResult<()> {
     let pipeline = service.pipeline();
     let readiness = service.readiness();
     let telemetry = pipeline.telemetry().clone();
+    let assignment = Arc::new(Mutex::new(Assignment::default()));
     let context = SourceContext {
         telemetry: telemetry.clone(),
         readiness: readiness.clone(),
+        pipeline: pipeline.clone(),
         secrets: secret_values(config),
+        restore_lookback,
+        assignment: assignment.clone(),
     };
     let client = client_config(config);
     let consumer: StreamConsumer<SourceContext> = client
@@ -182,11 +432,24 @@ pub async fn consume(config: &KafkaConfig, service: &Service, shutdown: impl Fut
     tracing::info!(brokers = %config.brokers, topics = %topics.join(","), group = %config.group_id, "consuming");
 
     let mut counters = ConsumedCounters::default();
+    let lock = || assignment.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
             biased;
             () = &mut shutdown => break,
+            _ = tick.tick() => {
+                // Progress for /readyz, and the restores whose last offsets hold no message.
+                let positions = consumer.position().unwrap_or_default();
+                let mut assignment = lock();
+                let finished = assignment.finished(|r| {
+                    matches!(positions.find_partition(&r.topic, r.partition).map(|p| p.offset()),
+                        Some(Offset::Offset(position)) if position >= r.until)
+                });
+                finish(finished, &assignment, readiness, &telemetry);
+                continue;
+            }
             message = consumer.recv() => message,
         };
         let message = match message {
@@ -205,6 +468,28 @@ pub async fn consume(config: &KafkaConfig, service: &Service, shutdown: impl Fut
         };
         readiness.broker_answered();
         let (topic, partition) = (message.topic(), message.partition());
+        let route = lock().route(topic, partition, message.offset());
+        let number = match route {
+            Route::Process(number) => number,
+            Route::Restore(number) => {
+                // Already counted by whoever processed it: its offset is below the committed one.
+                let now = now_nanos();
+                let sent = message
+                    .timestamp()
+                    .to_millis()
+                    .map_or(now, |ms| ms.saturating_mul(1_000_000));
+                let restored = pipeline.restore(message.payload(), number, now, sent).is_ok();
+                let mut assignment = lock();
+                if let Some(r) = (assignment.restores.iter_mut()).find(|r| r.partition == partition && r.topic == topic)
+                {
+                    r.applied += u64::from(restored);
+                    r.rejected += u64::from(!restored);
+                }
+                let finished = assignment.finished(|_| false);
+                finish(finished, &assignment, readiness, &telemetry);
+                continue;
+            }
+        };
         let origin = MessageOrigin::Kafka {
             topic,
             partition,
@@ -213,7 +498,7 @@ pub async fn consume(config: &KafkaConfig, service: &Service, shutdown: impl Fut
         // A rejected message is counted and logged by the pipeline; its offset is stored like any
         // other so that it never stalls the partition.
         let now = now_nanos();
-        let _ = pipeline.process(message.payload(), &origin, now);
+        let _ = pipeline.process(message.payload(), &origin, number, now);
         let counter = counters.get(&telemetry, topic, partition);
         MessageProcessed {
             counter,
@@ -232,6 +517,21 @@ pub async fn consume(config: &KafkaConfig, service: &Service, shutdown: impl Fut
     commit(&consumer, &telemetry);
     consumer.unsubscribe();
     Ok(())
+}
+
+/// Reports the restores that ended, and what is left to restore.
+fn finish(finished: Vec<Restore>, assignment: &Assignment, readiness: &Readiness, telemetry: &Telemetry) {
+    for r in &finished {
+        RestoreFinished {
+            topic: &r.topic,
+            partition: r.partition,
+            applied: r.applied,
+            rejected: r.rejected,
+            seconds: r.started.elapsed().as_secs_f64(),
+        }
+        .emit(telemetry);
+    }
+    readiness.restoring(assignment.progress());
 }
 
 #[cfg(test)]

@@ -336,6 +336,12 @@ impl Service {
         }
     }
 
+    /// SIGKILL: no commit, no goodbye to the group.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }

@@ -3,6 +3,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 const S: i64 = 1_000_000_000;
+const P0: Partition = Partition(0);
 const Q: V1TaskStatus = V1TaskStatus::Queued;
 const R: V1TaskStatus = V1TaskStatus::Running;
 const C: V1TaskStatus = V1TaskStatus::Completed;
@@ -48,6 +49,7 @@ fn feed(
             lc.observe(
                 RunKey(run),
                 series,
+                P0,
                 status,
                 started.map(|s| s * S),
                 finished.map(|s| s * S),
@@ -351,11 +353,11 @@ fn a_run_moved_to_another_series_takes_its_count_along() {
 #[test]
 fn runs_not_seen_for_max_age_are_forgotten() {
     let mut lc = lifecycle(100, 10 * S);
-    lc.observe(RunKey(1), 0, R, Some(S), None, 0);
-    lc.observe(RunKey(2), 0, Q, None, None, 5 * S);
-    lc.observe(RunKey(3), 1, C, Some(S), Some(2 * S), 5 * S);
+    lc.observe(RunKey(1), 0, P0, R, Some(S), None, 0);
+    lc.observe(RunKey(2), 0, P0, Q, None, None, 5 * S);
+    lc.observe(RunKey(3), 1, P0, C, Some(S), Some(2 * S), 5 * S);
     // Any update, a duplicate included, is a sighting.
-    lc.observe(RunKey(1), 0, R, Some(S), None, 8 * S);
+    lc.observe(RunKey(1), 0, P0, R, Some(S), None, 8 * S);
     lc.expire(15 * S);
     assert_eq!((lc.len(), lc.expired_by_age()), (3, 0), "exactly max_age is still kept");
     lc.expire(15 * S + 1);
@@ -365,7 +367,7 @@ fn runs_not_seen_for_max_age_are_forgotten() {
     lc.expire(100 * S);
     assert_eq!((counts(&lc, 0), lc.oldest_running()), ((0, 0), vec![None, None]));
     // Seen again after being forgotten: a new run, nothing counted.
-    assert_eq!(lc.observe(RunKey(1), 0, Q, None, None, 101 * S), QUIET);
+    assert_eq!(lc.observe(RunKey(1), 0, P0, Q, None, None, 101 * S), QUIET);
     assert_eq!(counts(&lc, 0), (1, 0));
     check(&lc);
 }
@@ -373,8 +375,8 @@ fn runs_not_seen_for_max_age_are_forgotten() {
 #[test]
 fn a_clock_going_back_is_held() {
     let mut lc = lifecycle(100, 10 * S);
-    lc.observe(RunKey(1), 0, R, Some(S), None, 100 * S);
-    lc.observe(RunKey(2), 0, R, Some(S), None, 50 * S);
+    lc.observe(RunKey(1), 0, P0, R, Some(S), None, 100 * S);
+    lc.observe(RunKey(2), 0, P0, R, Some(S), None, 50 * S);
     check(&lc);
     lc.expire(110 * S);
     assert_eq!(lc.len(), 2, "both were seen at 100 s");
@@ -385,36 +387,36 @@ fn a_clock_going_back_is_held() {
 #[test]
 fn the_cap_forgets_finished_runs_first_then_the_oldest_seen() {
     let mut lc = lifecycle(3, i64::MAX);
-    lc.observe(RunKey(1), 0, R, Some(S), None, 1);
-    lc.observe(RunKey(2), 0, C, Some(S), Some(2 * S), 2);
-    lc.observe(RunKey(3), 0, Q, None, None, 3);
-    lc.observe(RunKey(4), 0, Q, None, None, 4);
+    lc.observe(RunKey(1), 0, P0, R, Some(S), None, 1);
+    lc.observe(RunKey(2), 0, P0, C, Some(S), Some(2 * S), 2);
+    lc.observe(RunKey(3), 0, P0, Q, None, None, 3);
+    lc.observe(RunKey(4), 0, P0, Q, None, None, 4);
     assert_eq!((lc.len(), lc.forgotten_at_cap()), (3, 1));
     assert_eq!(phase(&lc, 2), None, "the finished run went first");
     assert_eq!(counts(&lc, 0), (2, 1));
     // Seen again, run 1 is no longer the oldest seen: run 3 goes.
-    lc.observe(RunKey(1), 0, R, Some(S), None, 5);
-    lc.observe(RunKey(5), 0, R, Some(2 * S), None, 6);
+    lc.observe(RunKey(1), 0, P0, R, Some(S), None, 5);
+    lc.observe(RunKey(5), 0, P0, R, Some(2 * S), None, 6);
     assert_eq!(phase(&lc, 3), None);
     assert_eq!((counts(&lc, 0), lc.forgotten_at_cap()), ((1, 2), 2));
     assert_eq!(lc.oldest_running(), vec![Some(S)]);
     check(&lc);
     let mut none = lifecycle(0, i64::MAX);
-    assert_eq!(none.observe(RunKey(1), 0, R, Some(S), None, 1), QUIET);
+    assert_eq!(none.observe(RunKey(1), 0, P0, R, Some(S), None, 1), QUIET);
     assert_eq!((none.len(), none.forgotten_at_cap(), none.in_flight().len()), (0, 1, 0));
 }
 
 #[test]
 fn oldest_running_is_per_series_and_ignores_queued_and_unknown_starts() {
     let mut lc = roomy();
-    lc.observe(RunKey(1), 0, R, Some(30 * S), None, 1);
-    lc.observe(RunKey(2), 0, R, Some(20 * S), None, 2);
-    lc.observe(RunKey(3), 0, R, None, None, 3);
-    lc.observe(RunKey(4), 1, Q, Some(5 * S), None, 4);
-    lc.observe(RunKey(5), 3, R, Some(40 * S), None, 5);
-    lc.observe(RunKey(6), 3, C, Some(S), Some(2 * S), 6);
+    lc.observe(RunKey(1), 0, P0, R, Some(30 * S), None, 1);
+    lc.observe(RunKey(2), 0, P0, R, Some(20 * S), None, 2);
+    lc.observe(RunKey(3), 0, P0, R, None, None, 3);
+    lc.observe(RunKey(4), 1, P0, Q, Some(5 * S), None, 4);
+    lc.observe(RunKey(5), 3, P0, R, Some(40 * S), None, 5);
+    lc.observe(RunKey(6), 3, P0, C, Some(S), Some(2 * S), 6);
     assert_eq!(lc.oldest_running(), vec![Some(20 * S), None, None, Some(40 * S)]);
-    lc.observe(RunKey(2), 0, F, Some(20 * S), Some(25 * S), 7);
+    lc.observe(RunKey(2), 0, P0, F, Some(20 * S), Some(25 * S), 7);
     assert_eq!(lc.oldest_running()[0], Some(30 * S));
 }
 
@@ -485,7 +487,7 @@ fn in_order_with_adjacent_duplicates_counts_exactly() {
                 now += 1;
                 let started = (update.started != NONE).then_some(update.started);
                 let finished = (update.finished != NONE).then_some(update.finished);
-                let seen = lc.observe(RunKey(run), series, update.status, started, finished, now);
+                let seen = lc.observe(RunKey(run), series, P0, update.status, started, finished, now);
                 retries += u64::from(seen.retry);
                 replays += u64::from(seen.replay);
             }
@@ -554,7 +556,15 @@ fn random_redeliveries_keep_the_counts_consistent() {
             if rng.random_bool(0.001) {
                 *series = rng.random_range(0..8);
             }
-            lc.observe(RunKey(*run), *series, update.status, started, finished, now);
+            lc.observe(
+                RunKey(*run),
+                *series,
+                Partition((*run % 3) as u16),
+                update.status,
+                started,
+                finished,
+                now,
+            );
         } else {
             pending.swap_remove(at);
         }
@@ -564,8 +574,37 @@ fn random_redeliveries_keep_the_counts_consistent() {
     }
     check(&lc);
     assert!(lc.expired_by_age() > 0 && lc.forgotten_at_cap() > 0);
+    let tracked = lc.len();
+    let dropped = lc.drop_partition(Partition(1));
+    assert!(dropped > 0 && lc.len() == tracked - dropped);
+    check(&lc);
     lc.expire(now + 401);
     assert_eq!(lc.len(), 0);
     assert!(lc.in_flight().iter().all(|c| *c == InFlight::default()));
     check(&lc);
+}
+
+#[test]
+fn a_partition_leaves_with_its_runs_and_their_counts() {
+    let mut lc = RunLifecycle::new(LifecycleLimits {
+        max_runs: 100,
+        max_age_nanos: i64::MAX,
+    });
+    let (p1, p2) = (Partition(1), Partition(2));
+    lc.observe(RunKey(1), 0, p1, R, Some(S), None, S);
+    lc.observe(RunKey(2), 0, p2, R, Some(2 * S), None, S);
+    lc.observe(RunKey(3), 0, p1, Q, None, None, S);
+    lc.observe(RunKey(4), 1, p1, C, Some(S), Some(2 * S), S);
+    assert_eq!(counts(&lc, 0), (1, 2));
+    assert_eq!(lc.oldest_running()[0], Some(S));
+    assert_eq!(lc.drop_partition(p1), 3);
+    assert_eq!(counts(&lc, 0), (0, 1));
+    assert_eq!(lc.oldest_running()[0], Some(2 * S), "run 1 left with its partition");
+    assert_eq!(lc.len(), 1);
+    // A run whose updates come from two partitions follows the latest.
+    lc.observe(RunKey(2), 0, p1, R, Some(2 * S), None, 2 * S);
+    assert_eq!(lc.changed_partition(), 1);
+    assert_eq!(lc.drop_partition(p2), 0);
+    assert_eq!(lc.drop_partition(p1), 1);
+    assert!(lc.is_empty());
 }

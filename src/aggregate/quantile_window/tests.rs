@@ -389,3 +389,44 @@ fn timing() {
         },
     );
 }
+
+#[test]
+fn several_windows_read_as_one_say_what_one_window_of_all_their_outcomes_says() {
+    let mut rng = Rng(0x005e_ed0f_5107);
+    for parts in 1..=5usize {
+        let mut windows: Vec<QuantileWindow> = (0..parts).map(|_| QuantileWindow::new(600 * S)).collect();
+        let mut reference = QuantileWindow::new(600 * S);
+        let mut t = 10_000 * S;
+        for i in 0..20_000 {
+            t += rng.below(60_000_000);
+            // Out of order now and then, and a bin crowded past 255 and past u16 across windows.
+            let at = t - rng.below(30) * S;
+            let seconds = match i % 4 {
+                0 => 1.5,
+                _ => rng.log_uniform(1e-6, 1e5),
+            };
+            windows[rng.below(parts as i64) as usize].record(at, seconds);
+            reference.record(at, seconds);
+        }
+        // Windows ending no earlier than any outcome recorded, as the aggregation asks for.
+        for end in [t, t + 30 * S, t + 200 * S, t + 700 * S] {
+            assert_eq!(
+                summary_of(&windows, end, &QUANTILES),
+                reference.summary(end, &QUANTILES),
+                "{parts} windows, end {end}"
+            );
+        }
+    }
+    let mut crowded: Vec<QuantileWindow> = (0..300).map(|_| QuantileWindow::new(600 * S)).collect();
+    let mut reference = QuantileWindow::new(600 * S);
+    for i in 0..70_000 {
+        crowded[i % 300].record(S, 2.0);
+        reference.record(S, 2.0);
+    }
+    crowded[0].record(S, 9.0);
+    reference.record(S, 9.0);
+    assert_eq!(summary_of(&crowded, S, &QUANTILES), reference.summary(S, &QUANTILES));
+    let unused = [QuantileWindow::new(600 * S), QuantileWindow::new(600 * S)];
+    assert_eq!(summary_of(&unused, S, &QUANTILES), None);
+    assert_eq!(summary_of([], S, &QUANTILES), None);
+}
