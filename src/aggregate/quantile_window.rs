@@ -169,6 +169,12 @@ enum Counts {
     Bytes(Box<[u8; CHUNK_BINS]>),
 }
 
+/// The slots of one ring that lie in a window, with their positions, in its first places.
+type HeldSlots<'a> = [(usize, &'a Slot); SLOTS];
+
+/// Fills the unused places of `summary_of`'s lists of slots.
+static EMPTY_SLOT: Slot = Slot::empty(i64::MIN);
+
 impl QuantileWindow {
     /// `length_nanos` ≥ 1 s (shorter lengths work too, down to slots of 1 ns).
     pub fn new(length_nanos: i64) -> QuantileWindow {
@@ -221,22 +227,28 @@ pub fn summary_of<'a>(
     end_nanos: i64,
     quantiles: &[f64],
 ) -> Option<WindowSummary> {
-    // The slots of each ring that lie in the window, with their positions.
-    let mut rings: Vec<(&Ring, Vec<(usize, &Slot)>)> = Vec::new();
+    // The slots of each ring that lie in the window, with their positions (in a fixed array: one
+    // allocation per call, not one per window).
+    let mut rings: Vec<(&Ring, HeldSlots<'_>, usize)> = Vec::new();
     for window in windows {
         let Some(ring) = window.ring.as_deref() else { continue };
         let last = end_nanos.div_euclid(window.slot_nanos);
         let first = last.saturating_sub(SLOTS as i64 - 1);
-        let held: Vec<(usize, &Slot)> = (ring.slots.iter().enumerate())
-            .filter(|(_, slot)| slot.present != 0 && slot.index >= first && slot.index <= last)
-            .collect();
-        if !held.is_empty() {
-            rings.push((ring, held));
+        let mut held = [(0, &EMPTY_SLOT); SLOTS];
+        let mut len = 0;
+        for (position, slot) in ring.slots.iter().enumerate() {
+            if slot.present != 0 && slot.index >= first && slot.index <= last {
+                held[len] = (position, slot);
+                len += 1;
+            }
+        }
+        if len > 0 {
+            rings.push((ring, held, len));
         }
     }
     let mut chunk_totals = [0u64; CHUNKS];
-    for (_, held) in &rings {
-        for (_, slot) in held {
+    for (_, held, len) in &rings {
+        for (_, slot) in &held[..*len] {
             for chunk in &slot.chunks {
                 chunk_totals[chunk.id()] += chunk.total();
             }
@@ -246,8 +258,8 @@ pub fn summary_of<'a>(
     if count == 0 {
         return None;
     }
-    let sum_nanos =
-        (rings.iter().flat_map(|(_, held)| held)).fold(0u128, |sum, (_, s)| sum.saturating_add(s.sum_nanos));
+    let sum_nanos = (rings.iter().flat_map(|(_, held, len)| &held[..*len]))
+        .fold(0u128, |sum, (_, s)| sum.saturating_add(s.sum_nanos));
 
     // (rank, place in `quantiles`) by rank, so that one pass over the chunks serves them all.
     let mut ranks: Vec<(u64, usize)> = (quantiles.iter().enumerate())
@@ -267,7 +279,9 @@ pub fn summary_of<'a>(
     // A byte of each cache line of their counters first, so that the cache misses (the
     // windows are cold at scrape time) overlap rather than wait for the additions between.
     let lines = (targets.iter())
-        .flat_map(|&(id, ..)| (rings.iter().flat_map(|(_, held)| held)).filter_map(move |(_, slot)| slot.counts(id)))
+        .flat_map(|&(id, ..)| {
+            (rings.iter().flat_map(|(_, held, len)| &held[..*len])).filter_map(move |(_, slot)| slot.counts(id))
+        })
         .fold(0, |x, counts| x ^ counts.touch());
     std::hint::black_box(lines);
 
@@ -275,8 +289,8 @@ pub fn summary_of<'a>(
     let mut pending = ranks.iter().peekable();
     for &(id, below, here) in &targets {
         let mut bins = [0u64; CHUNK_BINS];
-        for (ring, held) in &rings {
-            for (total, add) in bins.iter_mut().zip(ring.bins(held, id)) {
+        for (ring, held, len) in &rings {
+            for (total, add) in bins.iter_mut().zip(ring.bins(&held[..*len], id)) {
                 *total += add;
             }
         }

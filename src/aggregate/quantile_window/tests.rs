@@ -430,3 +430,37 @@ fn several_windows_read_as_one_say_what_one_window_of_all_their_outcomes_says() 
     assert_eq!(summary_of(&unused, S, &QUANTILES), None);
     assert_eq!(summary_of([], S, &QUANTILES), None);
 }
+
+#[test]
+fn several_windows_carry_each_their_own() {
+    let length = 120 * S; // 10 s slots: slots 0 and 12 share a position
+    let (mut a, mut b, mut one) = (
+        QuantileWindow::new(length),
+        QuantileWindow::new(length),
+        QuantileWindow::new(length),
+    );
+    let mut record = |window: &mut QuantileWindow, at: i64, seconds: f64, times: u32| {
+        for _ in 0..times {
+            window.record(at, seconds);
+            one.record(at, seconds);
+        }
+    };
+    record(&mut a, 0, 0.25, 300); // slot 0: carries 256
+    record(&mut a, 50 * S, 0.26, 1); // slot 5, the same chunk as 0.25 s
+    record(&mut b, 50 * S, 0.25, 700); // slot 5: carries 512
+    record(&mut b, 120 * S, 0.25, 300); // slot 12: carries 256
+    let carries = |w: &QuantileWindow| w.ring.as_ref().map_or(0, |r| r.carries.len());
+    assert_eq!((carries(&a), carries(&b)), (1, 2));
+    let summary = summary_of([&a, &b], 120 * S, &[0.0, 1.0]).expect("slots 1 to 12");
+    let middle = |seconds: f64| seconds_of_bin(bin_of((seconds * 1e9) as u64));
+    assert_eq!(summary.count, 1001);
+    assert_eq!(summary.sum, exact_sum(&[[0.25; 1000].as_slice(), &[0.26]].concat()));
+    assert_eq!(summary.quantiles, [middle(0.25), middle(0.26)]);
+    for end in (120..=250).map(|seconds| seconds * S) {
+        assert_eq!(
+            summary_of([&a, &b], end, &QUANTILES),
+            one.summary(end, &QUANTILES),
+            "end {end}"
+        );
+    }
+}
