@@ -288,27 +288,6 @@ impl Telemetry {
     }
 }
 
-/// The consumed counter of each partition, looked up by the source once per partition: a short
-/// list compared by partition then topic is cheaper per message than hashing the topic name.
-#[derive(Default)]
-pub struct ConsumedCounters {
-    counters: Vec<(i32, String, IntCounter)>,
-}
-
-impl ConsumedCounters {
-    pub fn get(&mut self, telemetry: &Telemetry, topic: &str, partition: i32) -> &IntCounter {
-        let at = match self.counters.iter().position(|(p, t, _)| *p == partition && t == topic) {
-            Some(at) => at,
-            None => {
-                let counter = telemetry.consumed_counter(topic, partition);
-                self.counters.push((partition, topic.to_string(), counter));
-                self.counters.len() - 1
-            }
-        };
-        &self.counters[at].2
-    }
-}
-
 /// A message was read and processed (accepted or rejected) at `now_nanos`.
 pub struct MessageProcessed<'a> {
     pub counter: &'a IntCounter,

@@ -27,12 +27,13 @@
 use crate::config::kafka::{client_config, redacted, scrub_secrets, secret_values};
 use crate::config::KafkaConfig;
 use crate::events::{
-    ConsumedCounters, KafkaClientError, LagReported, MessageOrigin, MessageProcessed, OffsetStoreFailed,
-    OffsetsCommitted, Rebalanced, RestoreFinished, RestoreSkipped, RestoreStarted, RevokedStateDropped, Telemetry,
+    KafkaClientError, LagReported, MessageOrigin, MessageProcessed, OffsetStoreFailed, OffsetsCommitted, Rebalanced,
+    RestoreFinished, RestoreSkipped, RestoreStarted, RevokedStateDropped, Telemetry,
 };
 use crate::ids::Partition;
 use crate::pipeline::{now_nanos, Pipeline};
 use crate::service::{Readiness, RestoreProgress, Service};
+use prometheus::IntCounter;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
@@ -45,6 +46,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -80,11 +82,35 @@ struct SourceContext {
     secrets: Vec<String>,
     /// Zero: restoring is off.
     restore_lookback: Duration,
-    assignment: Arc<Mutex<Assignment>>,
+    assignment: Arc<SharedAssignment>,
 }
 
-/// The partitions' numbers and the restores in progress, shared by the rebalance callback and the
-/// consuming loop.
+/// The [`Assignment`], shared by the rebalance callback and the consuming loop, with the number of
+/// restores in progress readable without the lock: the loop takes the lock for a message only
+/// while some partition is being restored.
+#[derive(Debug, Default)]
+struct SharedAssignment {
+    state: Mutex<Assignment>,
+    restoring: AtomicUsize,
+}
+
+impl SharedAssignment {
+    fn lock(&self) -> MutexGuard<'_, Assignment> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn restoring(&self) -> bool {
+        self.restoring.load(Ordering::Relaxed) > 0
+    }
+
+    /// After the restores changed (or progressed): tells the loop and readiness.
+    fn restores_changed(&self, assignment: &Assignment, readiness: &Readiness) {
+        self.restoring.store(assignment.restores.len(), Ordering::Relaxed);
+        readiness.restoring(assignment.progress());
+    }
+}
+
+/// The partitions' numbers and the restores in progress.
 #[derive(Debug, Default)]
 struct Assignment {
     /// Every partition seen, with its number (kept after a revoke: the number is the same if it
@@ -108,12 +134,6 @@ struct Restore {
     started: Instant,
 }
 
-/// What to do with one message.
-enum Route {
-    Process(Partition),
-    Restore(Partition),
-}
-
 impl Assignment {
     fn number(&mut self, topic: &str, partition: i32) -> Partition {
         if let Some((.., n)) = (self.numbers.iter()).find(|(t, p, _)| *p == partition && t == topic) {
@@ -124,25 +144,9 @@ impl Assignment {
         n
     }
 
-    fn route(&mut self, topic: &str, partition: i32, offset: i64) -> Route {
-        let n = self.number(topic, partition);
-        match (self.restores.iter_mut()).find(|r| r.partition == partition && r.topic == topic) {
-            Some(restore) if offset < restore.until => {
-                restore.at = offset;
-                Route::Restore(n)
-            }
-            _ => Route::Process(n),
-        }
-    }
-
-    /// Ends the restores that reached their committed offset (by a message, or by the consumer's
-    /// position: the last offsets before it may hold no message) or that `done` names; returns them.
-    fn finished(&mut self, done: impl Fn(&Restore) -> bool) -> Vec<Restore> {
-        let (finished, going) = std::mem::take(&mut self.restores)
-            .into_iter()
-            .partition(|r| r.at + 1 >= r.until || done(r));
-        self.restores = going;
-        finished
+    /// Where in `restores` the restore of this partition is, if `offset` lies before its end.
+    fn restore_of(&self, topic: &str, partition: i32, offset: i64) -> Option<usize> {
+        (self.restores.iter()).position(|r| r.partition == partition && r.topic == topic && offset < r.until)
     }
 
     fn progress(&self) -> RestoreProgress {
@@ -154,11 +158,50 @@ impl Assignment {
     }
 }
 
-impl SourceContext {
-    fn assignment(&self) -> MutexGuard<'_, Assignment> {
-        self.assignment.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Restore {
+    fn report(&self, telemetry: &Telemetry) {
+        RestoreFinished {
+            topic: &self.topic,
+            partition: self.partition,
+            applied: self.applied,
+            rejected: self.rejected,
+            seconds: self.started.elapsed().as_secs_f64(),
+        }
+        .emit(telemetry);
     }
+}
 
+/// What the loop keeps of each partition, looked up once per partition: a short list compared by
+/// partition then topic is cheaper per message than hashing the topic name.
+#[derive(Default)]
+struct PartitionCache {
+    entries: Vec<(i32, String, Partition, IntCounter)>,
+}
+
+impl PartitionCache {
+    /// The partition's number and its consumed counter.
+    fn get(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        telemetry: &Telemetry,
+        shared: &SharedAssignment,
+    ) -> (Partition, &IntCounter) {
+        let at = match (self.entries.iter()).position(|(p, t, ..)| *p == partition && t == topic) {
+            Some(at) => at,
+            None => {
+                let number = shared.lock().number(topic, partition);
+                let counter = telemetry.consumed_counter(topic, partition);
+                self.entries.push((partition, topic.to_string(), number, counter));
+                self.entries.len() - 1
+            }
+        };
+        let (.., number, counter) = &self.entries[at];
+        (*number, counter)
+    }
+}
+
+impl SourceContext {
     /// Sets where each newly assigned partition of `tpl` starts: before its committed offset
     /// when there is history to restore. Runs in the rebalance callback, before the assignment.
     fn plan_restores(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
@@ -193,7 +236,7 @@ impl SourceContext {
             Ok(starts) => starts,
             Err(error) => return skip_all(&format!("the offsets for the lookback could not be read: {error}")),
         };
-        let mut assignment = self.assignment();
+        let mut assignment = self.assignment.lock();
         for e in committed.elements() {
             let (topic, partition) = (e.topic(), e.partition());
             let Offset::Offset(until) = e.offset() else { continue };
@@ -233,12 +276,12 @@ impl SourceContext {
                 started: Instant::now(),
             });
         }
-        self.readiness.restoring(assignment.progress());
+        self.assignment.restores_changed(&assignment, &self.readiness);
     }
 
     /// Forgets what the revoked partitions of `tpl` contributed, and their restores.
     fn drop_revoked(&self, tpl: &TopicPartitionList) {
-        let mut assignment = self.assignment();
+        let mut assignment = self.assignment.lock();
         for e in tpl.elements() {
             let (topic, partition) = (e.topic(), e.partition());
             assignment
@@ -254,7 +297,7 @@ impl SourceContext {
             }
             .emit(&self.telemetry);
         }
-        self.readiness.restoring(assignment.progress());
+        self.assignment.restores_changed(&assignment, &self.readiness);
     }
 }
 
@@ -414,7 +457,7 @@ pub async fn consume(
     let pipeline = service.pipeline();
     let readiness = service.readiness();
     let telemetry = pipeline.telemetry().clone();
-    let assignment = Arc::new(Mutex::new(Assignment::default()));
+    let assignment = Arc::new(SharedAssignment::default());
     let context = SourceContext {
         telemetry: telemetry.clone(),
         readiness: readiness.clone(),
@@ -431,8 +474,7 @@ pub async fn consume(
     consumer.subscribe(&topics)?;
     tracing::info!(brokers = %config.brokers, topics = %topics.join(","), group = %config.group_id, "consuming");
 
-    let mut counters = ConsumedCounters::default();
-    let lock = || assignment.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut partitions = PartitionCache::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
@@ -440,14 +482,24 @@ pub async fn consume(
             biased;
             () = &mut shutdown => break,
             _ = tick.tick() => {
-                // Progress for /readyz, and the restores whose last offsets hold no message.
-                let positions = consumer.position().unwrap_or_default();
-                let mut assignment = lock();
-                let finished = assignment.finished(|r| {
-                    matches!(positions.find_partition(&r.topic, r.partition).map(|p| p.offset()),
-                        Some(Offset::Offset(position)) if position >= r.until)
-                });
-                finish(finished, &assignment, readiness, &telemetry);
+                if assignment.restoring() {
+                    // Progress for /readyz, and the restores whose last offsets hold no message:
+                    // the consumer's position has passed their end without one.
+                    let positions = consumer.position().unwrap_or_default();
+                    let mut state = assignment.lock();
+                    let passed = |r: &Restore| matches!(
+                        positions.find_partition(&r.topic, r.partition).map(|p| p.offset()),
+                        Some(Offset::Offset(position)) if position >= r.until
+                    );
+                    state.restores.retain(|r| {
+                        let ended = passed(r);
+                        if ended {
+                            r.report(&telemetry);
+                        }
+                        !ended
+                    });
+                    assignment.restores_changed(&state, readiness);
+                }
                 continue;
             }
             message = consumer.recv() => message,
@@ -468,28 +520,26 @@ pub async fn consume(
         };
         readiness.broker_answered();
         let (topic, partition) = (message.topic(), message.partition());
-        let route = lock().route(topic, partition, message.offset());
-        let number = match route {
-            Route::Process(number) => number,
-            Route::Restore(number) => {
+        let (number, counter) = partitions.get(topic, partition, &telemetry, &assignment);
+        if assignment.restoring() {
+            let mut state = assignment.lock();
+            let offset = message.offset();
+            if let Some(at) = state.restore_of(topic, partition, offset) {
                 // Already counted by whoever processed it: its offset is below the committed one.
                 let now = now_nanos();
-                let sent = message
-                    .timestamp()
-                    .to_millis()
-                    .map_or(now, |ms| ms.saturating_mul(1_000_000));
+                let sent = (message.timestamp().to_millis()).map_or(now, |ms| ms.saturating_mul(1_000_000));
                 let restored = pipeline.restore(message.payload(), number, now, sent).is_ok();
-                let mut assignment = lock();
-                if let Some(r) = (assignment.restores.iter_mut()).find(|r| r.partition == partition && r.topic == topic)
-                {
-                    r.applied += u64::from(restored);
-                    r.rejected += u64::from(!restored);
+                let restore = &mut state.restores[at];
+                restore.at = offset;
+                restore.applied += u64::from(restored);
+                restore.rejected += u64::from(!restored);
+                if offset + 1 >= restore.until {
+                    state.restores.swap_remove(at).report(&telemetry);
+                    assignment.restores_changed(&state, readiness);
                 }
-                let finished = assignment.finished(|_| false);
-                finish(finished, &assignment, readiness, &telemetry);
                 continue;
             }
-        };
+        }
         let origin = MessageOrigin::Kafka {
             topic,
             partition,
@@ -499,7 +549,6 @@ pub async fn consume(
         // other so that it never stalls the partition.
         let now = now_nanos();
         let _ = pipeline.process(message.payload(), &origin, number, now);
-        let counter = counters.get(&telemetry, topic, partition);
         MessageProcessed {
             counter,
             now_nanos: now,
@@ -517,21 +566,6 @@ pub async fn consume(
     commit(&consumer, &telemetry);
     consumer.unsubscribe();
     Ok(())
-}
-
-/// Reports the restores that ended, and what is left to restore.
-fn finish(finished: Vec<Restore>, assignment: &Assignment, readiness: &Readiness, telemetry: &Telemetry) {
-    for r in &finished {
-        RestoreFinished {
-            topic: &r.topic,
-            partition: r.partition,
-            applied: r.applied,
-            rejected: r.rejected,
-            seconds: r.started.elapsed().as_secs_f64(),
-        }
-        .emit(telemetry);
-    }
-    readiness.restoring(assignment.progress());
 }
 
 #[cfg(test)]
