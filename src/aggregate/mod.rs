@@ -444,6 +444,7 @@ impl Aggregator {
             (None, Clock::Wall) => event_fallback_nanos,
             (None, Clock::Replay) => now,
         };
+        let queue_seconds = queue_wait_seconds(&times);
         let Some(stats) = self.series[at].as_mut() else {
             return Applied::InProgress; // unreachable: series_for returns a live series
         };
@@ -453,7 +454,7 @@ impl Aggregator {
                 &self.settings,
                 partition,
                 event_nanos,
-                &times,
+                queue_seconds,
                 run.status,
                 duration_seconds,
             );
@@ -492,7 +493,7 @@ impl Aggregator {
         if let Some(seconds) = duration_seconds {
             outcome.duration.observe(bounds, seconds);
         }
-        if let Some(seconds) = queue_wait_seconds(&times) {
+        if let Some(seconds) = queue_seconds {
             outcome.queue.observe(&self.settings.queue_buckets_seconds, seconds);
         }
         record_in_windows(
@@ -500,7 +501,7 @@ impl Aggregator {
             &self.settings,
             partition,
             event_nanos,
-            &times,
+            queue_seconds,
             run.status,
             duration_seconds,
         );
@@ -777,11 +778,11 @@ fn record_in_windows(
     settings: &AggregateSettings,
     partition: Partition,
     event_nanos: i64,
-    times: &RunTimes,
+    queue_seconds: Option<f64>,
     status: V1TaskStatus,
     duration_seconds: Option<f64>,
 ) {
-    if let Some(seconds) = queue_wait_seconds(times) {
+    if let Some(seconds) = queue_seconds {
         for window in &mut stats.queue_windows {
             window.of(partition).record(event_nanos, seconds);
         }
