@@ -171,7 +171,7 @@ pub struct MetricsConfig {
 pub struct OutcomesConfig {
     /// How many counted outcomes are remembered to recognise redeliveries; at the cap the oldest is
     /// forgotten (and counted in `hatchet_run_metrics_outcomes_forgotten_total{why="cap"}`).
-    /// Default 1000000 (about 85 MB resident at the cap, measured by `cargo bench --bench memory`).
+    /// Default 1000000 (about 93 MB resident at the cap, measured by `cargo bench --bench memory`).
     pub max_remembered: usize,
     /// How long a counted outcome is remembered. Default `"6h"`.
     #[serde(deserialize_with = "human_duration")]
