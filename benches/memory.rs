@@ -250,7 +250,7 @@ fn flood_every_cap() {
             }
         }
     }
-    service.evaluate_thresholds(now_nanos);
+    service.evaluate_thresholds(now_nanos, false);
     let flooded = rss_bytes();
     let pages: Vec<String> = (0..config.http.max_pages)
         .map(|_| {

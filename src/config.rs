@@ -61,8 +61,12 @@ pub struct KafkaConfig {
     /// its partitions wait that long when it goes for good. Default: none (dynamic membership).
     /// Env: `HATCHET_RUN_METRICS_GROUP_INSTANCE_ID`.
     pub group_instance_id: Option<String>,
-    /// How often processed offsets are committed (also at shutdown and on rebalance), 100ms to
-    /// 24h (librdkafka's limit). Default `"5s"`.
+    /// Offsets are committed right after a scrape of `/metrics` delivered their messages'
+    /// effects; when none has for this long, what was processed is committed anyway (a member
+    /// nobody scrapes). Keep it well above Prometheus's scrape interval: a commit ahead of what
+    /// Prometheus saw makes a crash lose those outcomes from its view. Also committed: on
+    /// rebalance (what was processed of the partitions that leave) and at shutdown (what scrapes
+    /// delivered). 100ms to 24h. Default `"2m"`.
     #[serde(deserialize_with = "human_duration")]
     pub commit_interval: Duration,
     /// How often librdkafka reports statistics (consumer lag, broker state), 100ms to 24h.
@@ -270,7 +274,7 @@ impl Default for KafkaConfig {
             topics: vec!["hatchet-workflow-runs".into()],
             group_id: "hatchet-run-metrics".into(),
             group_instance_id: None,
-            commit_interval: Duration::from_secs(5),
+            commit_interval: Duration::from_secs(120),
             statistics_interval: Duration::from_secs(5),
             max_message_bytes: 16 << 20,
             properties: BTreeMap::new(),
@@ -379,18 +383,19 @@ fn check_buckets(buckets: &[f64]) -> Result<(), (Option<usize>, String)> {
 }
 
 /// librdkafka properties that this service sets itself: overriding them would break its
-/// guarantees (offsets stored only after processing) or duplicate a key of its own.
+/// guarantees (offsets committed only once a scrape delivered their effect) or duplicate a key
+/// of its own.
 const MANAGED_PROPERTIES: [(&str, &str); 7] = [
     ("bootstrap.servers", "set `kafka.brokers` instead"),
     ("group.id", "set `kafka.group_id` instead"),
     ("group.instance.id", "set `kafka.group_instance_id` instead"),
     (
         "enable.auto.offset.store",
-        "offsets are stored only after a message is in the metrics",
+        "offsets are committed only once a scrape delivered their effect",
     ),
     (
         "enable.auto.commit",
-        "offsets are committed every `kafka.commit_interval`",
+        "offsets are committed when a scrape has delivered their effect (see `kafka.commit_interval`)",
     ),
     ("auto.commit.interval.ms", "set `kafka.commit_interval` instead"),
     ("statistics.interval.ms", "set `kafka.statistics_interval` instead"),

@@ -56,7 +56,7 @@ pub struct Telemetry {
     restore_seconds: GaugeVec,
     revoked_state_dropped: IntCounterVec,
     kafka_errors: IntCounterVec,
-    offset_store_failures: IntCounter,
+    commit_requests: IntCounterVec,
     threshold_transitions: IntCounterVec,
     threshold_evaluation_seconds: Gauge,
     reload_successful: IntGauge,
@@ -98,6 +98,14 @@ impl Telemetry {
         );
         for reason in RejectReason::ALL {
             rejected.with_label_values(&[reason.as_str()]);
+        }
+        let commit_requests = counter_vec(
+            "hatchet_run_metrics_offset_commit_requests_total",
+            "Offset commits asked for, by what asked: scrape (a delivered scrape showed newer offsets), unscraped (none did for kafka.commit_interval), revoke, shutdown.",
+            &["trigger"],
+        );
+        for trigger in CommitTrigger::ALL {
+            commit_requests.with_label_values(&[trigger.as_str()]);
         }
         let commits = counter_vec(
             "hatchet_run_metrics_offset_commits_total",
@@ -193,11 +201,6 @@ impl Telemetry {
             "Terminal updates ignored because the same outcome (run id and finishedAt) was already counted.",
         )
         .expect("static metric definition");
-        let offset_store_failures = IntCounter::new(
-            "hatchet_run_metrics_offset_store_failures_total",
-            "Processed messages whose offset could not be stored (their partition was revoked meanwhile); the new owner reads them again.",
-        )
-        .expect("static metric definition");
         let last_message = Gauge::new(
             "hatchet_run_metrics_last_message_timestamp_seconds",
             "Unix time at which the last message was processed.",
@@ -232,7 +235,6 @@ impl Telemetry {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for metric in [
             Box::new(duplicates.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(offset_store_failures.clone()),
             Box::new(last_message.clone()),
             Box::new(lag.clone()),
             Box::new(assigned_partitions.clone()),
@@ -262,7 +264,7 @@ impl Telemetry {
             restore_seconds,
             revoked_state_dropped,
             kafka_errors,
-            offset_store_failures,
+            commit_requests,
             threshold_transitions,
             threshold_evaluation_seconds,
             reload_successful,
@@ -359,17 +361,51 @@ impl OffsetsCommitted<'_> {
     }
 }
 
-/// Storing a processed message's offset failed (its partition was revoked meanwhile, typically):
-/// the new owner will process it again.
-pub struct OffsetStoreFailed<'a> {
-    pub origin: &'a MessageOrigin<'a>,
-    pub error: &'a dyn fmt::Display,
+/// Why offsets are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitTrigger {
+    /// A delivered scrape showed messages past the committed offsets: exactly those are committed.
+    Scrape,
+    /// No scrape was delivered for `kafka.commit_interval`: what was processed is committed.
+    Unscraped,
+    /// Partitions go to another member: what was processed of them is committed first.
+    Revoke,
+    /// The service stops: what scrapes delivered is committed, and nothing more.
+    Shutdown,
 }
 
-impl OffsetStoreFailed<'_> {
+impl CommitTrigger {
+    pub const ALL: [CommitTrigger; 4] = [
+        CommitTrigger::Scrape,
+        CommitTrigger::Unscraped,
+        CommitTrigger::Revoke,
+        CommitTrigger::Shutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitTrigger::Scrape => "scrape",
+            CommitTrigger::Unscraped => "unscraped",
+            CommitTrigger::Revoke => "revoke",
+            CommitTrigger::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Offsets of these partitions are about to be committed.
+pub struct OffsetCommitRequested<'a> {
+    pub trigger: CommitTrigger,
+    /// `(topic, partition, offset)`: the next offset to read, as committed.
+    pub offsets: &'a [(String, i32, i64)],
+}
+
+impl OffsetCommitRequested<'_> {
     pub fn emit(self, telemetry: &Telemetry) {
-        telemetry.offset_store_failures.inc();
-        tracing::warn!(origin = %self.origin, error = %self.error, "could not store the offset of a processed message");
+        telemetry
+            .commit_requests
+            .with_label_values(&[self.trigger.as_str()])
+            .inc();
+        tracing::debug!(trigger = self.trigger.as_str(), offsets = ?self.offsets, "committing offsets");
     }
 }
 

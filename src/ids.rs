@@ -108,6 +108,51 @@ impl SeriesId {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Partition(pub u16);
 
+/// How far the state has taken in each [`Partition`]: the source's position just past the last
+/// message processed (for Kafka, the next offset to read). The aggregation keeps it under the
+/// same lock as what it counts, and a rendered page carries the positions it shows, so that the
+/// source can commit exactly the messages whose effects a scrape delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Positions(Vec<Option<i64>>);
+
+impl Positions {
+    /// Records that `partition` is processed up to, not including, `next`. Never moves back.
+    pub fn advance(&mut self, partition: Partition, next: i64) {
+        let at = usize::from(partition.0);
+        if self.0.len() <= at {
+            self.0.resize(at + 1, None);
+        }
+        let slot = &mut self.0[at];
+        *slot = Some(slot.map_or(next, |known| known.max(next)));
+    }
+
+    /// Takes in every position of `other` that is further; whether any was.
+    pub fn merge(&mut self, other: &Positions) -> bool {
+        let mut moved = false;
+        for (partition, next) in other.iter() {
+            moved |= self.get(partition).is_none_or(|known| known < next);
+            self.advance(partition, next);
+        }
+        moved
+    }
+
+    /// Forgets `partition` (it left: a later owner's positions start afresh).
+    pub fn forget(&mut self, partition: Partition) {
+        if let Some(slot) = self.0.get_mut(usize::from(partition.0)) {
+            *slot = None;
+        }
+    }
+
+    pub fn get(&self, partition: Partition) -> Option<i64> {
+        self.0.get(usize::from(partition.0)).copied().flatten()
+    }
+
+    /// Every partition with a position.
+    pub fn iter(&self) -> impl Iterator<Item = (Partition, i64)> + '_ {
+        (self.0.iter().enumerate()).filter_map(|(at, next)| Some((Partition(u16::try_from(at).ok()?), (*next)?)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +163,32 @@ mod tests {
         assert_eq!(id.to_string(), "707d0855-80ab-4e1f-a156-f1c4546cbf52");
         assert_eq!(Uuid128(1).to_string(), "00000000-0000-0000-0000-000000000001");
         assert_eq!(Uuid128::parse("not-a-uuid"), None);
+    }
+
+    #[test]
+    fn positions_only_move_forward_until_forgotten() {
+        let mut positions = Positions::default();
+        assert_eq!(positions.get(Partition(3)), None);
+        positions.advance(Partition(3), 10);
+        positions.advance(Partition(3), 7);
+        positions.advance(Partition(0), 1);
+        assert_eq!(positions.get(Partition(3)), Some(10));
+        assert_eq!(
+            positions.iter().collect::<Vec<_>>(),
+            [(Partition(0), 1), (Partition(3), 10)]
+        );
+        let mut merged = Positions::default();
+        merged.advance(Partition(3), 4);
+        assert!(merged.merge(&positions));
+        assert!(!merged.merge(&positions), "nothing further");
+        assert_eq!(merged, positions);
+        positions.forget(Partition(3));
+        positions.forget(Partition(9));
+        positions.advance(Partition(3), 2);
+        assert_eq!(
+            positions.get(Partition(3)),
+            Some(2),
+            "a partition that came back starts afresh"
+        );
     }
 }

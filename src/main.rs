@@ -218,12 +218,21 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let server = tokio::spawn(http::serve(
-            listener,
-            config.http.clone(),
-            service.clone(),
-            until_stopped(stopped.clone()),
-        ));
+        // The consumer stops once /metrics is no longer served, so that its last commit includes
+        // every scrape delivered.
+        let (served, serving_ended) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let serving = http::serve(
+                listener,
+                config.http.clone(),
+                service.clone(),
+                until_stopped(stopped.clone()),
+            );
+            async move {
+                serving.await;
+                drop(served);
+            }
+        });
         tokio::spawn(evaluate_thresholds(service.clone(), until_stopped(stopped.clone())));
         match path {
             Some(path) => {
@@ -238,12 +247,9 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             wait_for_signal().await;
             let _ = stop.send(true);
         });
-        kafka::consume(
-            &config.kafka,
-            config.restore_lookback(),
-            &service,
-            until_stopped(stopped),
-        )
+        kafka::consume(&config.kafka, config.restore_lookback(), &service, async move {
+            let _ = serving_ended.await;
+        })
         .await
         .context("kafka consumer")?;
         server.await.context("http server task")?;
@@ -252,20 +258,25 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     })
 }
 
-/// Evaluates the thresholds every `thresholds.evaluation_interval` (which a reload may change).
+/// Evaluates the thresholds every `thresholds.evaluation_interval` (which a reload may change),
+/// and as soon as partitions' state has been restored. Not while a restore is in progress: the
+/// windows are only partly rebuilt then, and a breach would seem to end.
 async fn evaluate_thresholds(service: Service, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     loop {
         let interval = service.thresholds().interval();
-        tokio::select! {
+        let restored = tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(interval) => {
-                let service = service.clone();
-                let evaluated = tokio::task::spawn_blocking(move || service.evaluate_thresholds(now_nanos())).await;
-                if let Err(error) = evaluated {
-                    tracing::error!(%error, "evaluating the thresholds failed");
-                }
-            }
+            _ = tokio::time::sleep(interval) => false,
+            () = service.readiness().restores_finished() => true,
+        };
+        if service.readiness().restoring_now() {
+            continue;
+        }
+        let service = service.clone();
+        let evaluated = tokio::task::spawn_blocking(move || service.evaluate_thresholds(now_nanos(), restored)).await;
+        if let Err(error) = evaluated {
+            tracing::error!(%error, "evaluating the thresholds failed");
         }
     }
 }

@@ -26,7 +26,8 @@ impl Pipeline {
     }
 
     /// Processes one message from `partition`. When this returns, the message's effect is in the
-    /// metrics (or it was rejected and counted), so its offset may be stored.
+    /// metrics (or it was rejected and counted), and a Kafka message's position is recorded with
+    /// it (see [`Aggregator::positions`]): the next snapshot shows both or neither.
     pub fn process(
         &self,
         payload: Option<&[u8]>,
@@ -38,10 +39,20 @@ impl Pipeline {
             Ok(update) => update,
             Err(error) => {
                 MessageRejected { origin, error: &error }.emit(&self.telemetry);
+                if let MessageOrigin::Kafka { offset, .. } = origin {
+                    self.aggregator().processed(partition, offset + 1);
+                }
                 return Err(error.reason);
             }
         };
-        let applied = self.aggregator().apply(&update, partition, now_nanos);
+        let applied = {
+            let mut aggregator = self.aggregator();
+            let applied = aggregator.apply(&update, partition, now_nanos);
+            if let MessageOrigin::Kafka { offset, .. } = origin {
+                aggregator.processed(partition, offset + 1);
+            }
+            applied
+        };
         if applied == Applied::Duplicate {
             DuplicateOutcome {
                 origin,

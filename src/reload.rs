@@ -97,7 +97,7 @@ impl ConfigWatch {
                     ignored_changes: &ignored,
                 }
                 .emit(service.telemetry());
-                service.evaluate_thresholds(now_nanos());
+                service.evaluate_thresholds(now_nanos(), false);
             }
         }
         self.seen = fingerprint;

@@ -9,6 +9,7 @@
 use crate::aggregate::{Aggregator, Clock};
 use crate::config::{Config, ConfigError};
 use crate::events::{Telemetry, ThresholdTransitioned, ThresholdsEvaluated};
+use crate::ids::Positions;
 use crate::pipeline::Pipeline;
 use crate::thresholds::evaluate::ThresholdEvaluator;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,6 +21,9 @@ pub struct Service {
     /// The thresholds' states, read from the aggregation on an interval.
     thresholds: Arc<Mutex<ThresholdEvaluator>>,
     readiness: Arc<Readiness>,
+    /// How far each partition's messages are counted in the pages scrapes have delivered: the
+    /// furthest of each, whichever page it came from.
+    delivered: Arc<tokio::sync::watch::Sender<Positions>>,
 }
 
 impl Service {
@@ -39,7 +43,19 @@ impl Service {
                 config.thresholds.evaluation_interval,
             ))),
             readiness: Arc::default(),
+            delivered: Arc::new(tokio::sync::watch::Sender::new(Positions::default())),
         })
+    }
+
+    /// A scrape has delivered a page showing `positions` (its last byte was written to the
+    /// client): those messages' effects reached whoever scraped.
+    pub fn scrape_delivered(&self, positions: &Positions) {
+        self.delivered.send_if_modified(|delivered| delivered.merge(positions));
+    }
+
+    /// The positions scrapes have delivered, told as they move forward.
+    pub fn delivered_scrapes(&self) -> tokio::sync::watch::Receiver<Positions> {
+        self.delivered.subscribe()
     }
 
     /// The per-message path the sources feed.
@@ -61,10 +77,14 @@ impl Service {
     }
 
     /// Evaluates the thresholds at `now_nanos` (the wall clock): observes under the aggregation's
-    /// lock, briefly, then moves the states and reports each transition.
-    pub fn evaluate_thresholds(&self, now_nanos: i64) {
+    /// lock, briefly, then moves the states and reports each transition. `restored`: the state was
+    /// just rebuilt from the topic (see [`ThresholdEvaluator::assume_held_before`]).
+    pub fn evaluate_thresholds(&self, now_nanos: i64, restored: bool) {
         let started = std::time::Instant::now();
         let mut evaluator = self.thresholds();
+        if restored {
+            evaluator.assume_held_before();
+        }
         let observed = {
             let aggregator = self.pipeline.aggregator();
             evaluator.observe(&aggregator, now_nanos)
@@ -98,6 +118,7 @@ pub struct Readiness {
     broker_up: AtomicBool,
     brokers: Mutex<BrokerState>,
     restoring: Mutex<RestoreProgress>,
+    restores_finished: tokio::sync::Notify,
 }
 
 /// Partitions whose state is being rebuilt from the topic, and how far along.
@@ -176,7 +197,27 @@ impl Readiness {
 
     /// How far the restore of the partitions just taken over has come (`partitions` 0: none).
     pub fn restoring(&self, progress: RestoreProgress) {
-        *self.restoring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = progress;
+        let mut restoring = self.restoring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if restoring.partitions > 0 && progress.partitions == 0 {
+            // Kept as a permit if nobody waits yet.
+            self.restores_finished.notify_one();
+        }
+        *restoring = progress;
+    }
+
+    /// Whether some partition's state is being restored.
+    pub fn restoring_now(&self) -> bool {
+        self.restoring
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .partitions
+            > 0
+    }
+
+    /// Resolves once every restore in progress has finished (at once if that happened since the
+    /// last call).
+    pub async fn restores_finished(&self) {
+        self.restores_finished.notified().await;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, BrokerState> {

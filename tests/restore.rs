@@ -53,6 +53,15 @@ statistics_interval = "1s"
 duration_buckets_seconds = [1.0, 10.0, 60.0]
 failure_ratio_windows = ["5m", "1h"]
 queue_wait_quantiles = true
+
+[thresholds]
+evaluation_interval = "1s"
+
+[thresholds.default.failure_ratio]
+max = 0.2
+window = "1h"
+min_outcomes = 10
+for = "8s"
 "#
     )
 }
@@ -138,6 +147,11 @@ async fn a_member_killed_and_restarted_reports_what_one_that_never_stopped_repor
     });
     let before_crash = killed.metrics();
     assert_eq!(before_crash.sum("hatchet_workflow_runs_in_flight", &[]), 8.0);
+    // One outcome in four failed: the failure-ratio threshold (0.2, held for 8 s) is breached.
+    let breached = |m: &Metrics| m.sum("hatchet_workflow_threshold_breached", &[("threshold", "failure_ratio")]);
+    killed.wait_until("the threshold is breached", Duration::from_secs(30), || {
+        breached(&killed.metrics()) == 1.0
+    });
 
     killed.kill();
     let killed_at = Instant::now();
@@ -146,6 +160,15 @@ async fn a_member_killed_and_restarted_reports_what_one_that_never_stopped_repor
         restarted.get("/readyz").map(|(s, _)| s == 200).unwrap_or(false)
     });
     let ready_after = killed_at.elapsed();
+    // The breach holds right after the restore, without waiting out its 8 s hold again.
+    restarted.wait_until("the breach is back", Duration::from_secs(30), || {
+        breached(&restarted.metrics()) == 1.0
+    });
+    let breach_gap = killed_at.elapsed();
+    assert!(
+        breach_gap < ready_after + Duration::from_secs(2),
+        "breached again {breach_gap:?} after the kill, ready after {ready_after:?}"
+    );
     assert!(
         ready_after < Duration::from_secs(10),
         "ready {ready_after:?} after the kill; log:\n{}",
@@ -201,4 +224,83 @@ async fn a_member_killed_and_restarted_reports_what_one_that_never_stopped_repor
     assert_eq!(b.sum("hatchet_workflow_runs_total", &[]), 51.0);
     let restored = a.sum("hatchet_run_metrics_restored_messages_total", &[("result", "applied")]);
     assert_eq!(restored, n_before);
+}
+
+/// Prometheus sees only what scrapes return: after a crash, an outcome whose effect a scrape of
+/// the dead process returned must not count again, and one it never returned must count once.
+/// A member is killed mid-stream, a quarter of a second after a scrape; the counter as Prometheus
+/// reads it (the last scrape before the kill, plus everything the restarted process counts) must
+/// equal the outcomes produced.
+#[test]
+fn a_member_killed_mid_stream_counts_each_outcome_once_as_scrapes_saw_it() {
+    let brokers = shared_brokers();
+    let topic = unique_name("restore-doubles");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(create_topic(&brokers, &topic, 2));
+    let group = unique_name("group");
+    // Commits follow scrapes only: the fallback never comes in this test.
+    let member =
+        config(&brokers, &topic, &group, "member-0").replace("commit_interval = \"1s\"", "commit_interval = \"1h\"");
+    let killed = Service::start(&member);
+    killed.wait_until("it holds both partitions", Duration::from_secs(30), || {
+        killed.metrics().sum("hatchet_run_metrics_assigned_partitions", &[]) == 2.0
+    });
+
+    // 20 batches of 50 runs (queued, running, finished), one batch every 150 ms.
+    let (runs, batch) = (1000, 50);
+    let streaming = {
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let producer = producer(&brokers);
+                let now = Utc::now();
+                for first in (0..runs).step_by(batch) {
+                    let messages: Vec<Outgoing> = (first..first + batch)
+                        .flat_map(|i| life(i, now - ChronoDuration::seconds(60), Some(("COMPLETED", 1.5))))
+                        .collect();
+                    send_all(&producer, &topic, &messages).await;
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+            })
+        })
+    };
+    let outcomes = |m: &Metrics| m.sum("hatchet_workflow_runs_total", &[]);
+    let mut last_scrape = killed.metrics();
+    while outcomes(&last_scrape) < 300.0 {
+        std::thread::sleep(Duration::from_millis(200));
+        last_scrape = killed.metrics();
+    }
+    std::thread::sleep(Duration::from_millis(250));
+    killed.kill();
+    let seen_before = outcomes(&last_scrape);
+    assert!(seen_before < runs as f64, "the kill came before the stream ended");
+
+    let restarted = Service::start(&member);
+    streaming.join().unwrap();
+    let ends = end_offsets(&brokers, &topic, 2);
+    let mut final_scrape = restarted.metrics();
+    restarted.wait_until(
+        "everything produced is processed and committed",
+        Duration::from_secs(60),
+        || {
+            // Each scrape delivered commits what it showed.
+            final_scrape = restarted.metrics();
+            let committed = committed_offsets(&brokers, &group, &topic, 2);
+            ends.iter()
+                .all(|(p, end)| committed.get(p).copied().flatten() == Some(*end))
+        },
+    );
+    let final_scrape = restarted.metrics();
+    let as_prometheus_sees_it = seen_before + outcomes(&final_scrape);
+    assert_eq!(
+        as_prometheus_sees_it,
+        runs as f64,
+        "{seen_before} outcomes scraped before the kill, {} after the restart; log:\n{}",
+        outcomes(&final_scrape),
+        restarted.log_text()
+    );
 }

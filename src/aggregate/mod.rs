@@ -14,7 +14,7 @@ pub mod partitioned;
 pub mod quantile_window;
 
 use crate::decode::RunUpdate;
-use crate::ids::{Partition, SeriesId, Uuid128};
+use crate::ids::{Partition, Positions, SeriesId, Uuid128};
 use crate::model::{Timestamp, V1TaskStatus, V1WorkflowRun};
 use failure_window::FailureRatioWindow;
 use label_value::AlterationCounts;
@@ -295,6 +295,8 @@ pub struct Aggregator {
     clock: Clock,
     /// Latest `finishedAt` of a counted outcome: the end of the windows when replaying a file.
     latest_finished_nanos: Option<i64>,
+    /// How far each partition's messages are counted in all of the above.
+    positions: Positions,
 }
 
 impl Aggregator {
@@ -319,6 +321,7 @@ impl Aggregator {
             last_sweep_nanos: i64::MIN,
             clock,
             latest_finished_nanos: None,
+            positions: Positions::default(),
         }
     }
 
@@ -368,10 +371,22 @@ impl Aggregator {
                 .for_each(|w| w.drop_partition(partition));
             stats.queue_windows.iter_mut().for_each(|w| w.drop_partition(partition));
         }
+        self.positions.forget(partition);
         (
             self.lifecycle.drop_partition(partition),
             self.outcomes.drop_partition(partition),
         )
+    }
+
+    /// Records that the messages of `partition` before `next` (a source position) have their
+    /// effect in the statistics: applied, or rejected and counted as such.
+    pub fn processed(&mut self, partition: Partition, next: i64) {
+        self.positions.advance(partition, next);
+    }
+
+    /// How far each partition's messages are counted: what a snapshot taken now shows.
+    pub fn positions(&self) -> &Positions {
+        &self.positions
     }
 
     /// `event_fallback_nanos`: when an outcome without `finishedAt` happened (the wall clock when

@@ -138,7 +138,7 @@ pub fn redacted(error: KafkaError, client: &ClientConfig) -> KafkaError {
 }
 
 /// Whether librdkafka takes the configuration the consumer would be given: the refusal if not,
-/// its key being this service's (`kafka.commit_interval`, `kafka.properties."name"`). Each
+/// its key being this service's (`kafka.statistics_interval`, `kafka.properties."name"`). Each
 /// property is set on a configuration of its own, in name order (so the first refusal named is
 /// always the same), then all together as the source does; no client is created, nothing connects.
 pub fn refused_setting(config: &KafkaConfig) -> Option<ConfigError> {
@@ -177,7 +177,6 @@ fn refusal(config: &KafkaConfig, error: KafkaError) -> ConfigError {
         _ if config.properties.contains_key(&name) => format!("kafka.properties.{name:?}"),
         "bootstrap.servers" => "kafka.brokers".into(),
         "group.id" => "kafka.group_id".into(),
-        "auto.commit.interval.ms" => "kafka.commit_interval".into(),
         "statistics.interval.ms" => "kafka.statistics_interval".into(),
         _ => format!("kafka.properties.{name:?}"),
     };
@@ -207,11 +206,7 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "true")
-        .set(
-            "auto.commit.interval.ms",
-            config.commit_interval.as_millis().to_string(),
-        )
+        .set("enable.auto.commit", "false")
         .set(
             "statistics.interval.ms",
             config.statistics_interval.as_millis().to_string(),
@@ -280,13 +275,13 @@ mod tests {
     #[test]
     fn refusals_name_the_services_own_key_and_hide_secrets() {
         let mut config = KafkaConfig {
-            commit_interval: Duration::from_secs(100_000_000 * 3600),
+            statistics_interval: Duration::from_secs(100_000_000 * 3600),
             ..KafkaConfig::default()
         };
         let ConfigError { key, why, .. } = refused_setting(&config).expect("out of librdkafka's range");
-        assert_eq!(key, "kafka.commit_interval");
-        assert!(why.contains("auto.commit.interval.ms"), "{why}");
-        config.commit_interval = Duration::from_secs(5);
+        assert_eq!(key, "kafka.statistics_interval");
+        assert!(why.contains("statistics.interval.ms"), "{why}");
+        config.statistics_interval = Duration::from_secs(5);
         assert_eq!(refused_setting(&config), None);
         config
             .properties

@@ -11,23 +11,29 @@
 //!   (counted from the connection, or from the end of the previous response) is disconnected, and
 //!   so is one whose response makes no progress for `http.write_timeout`.
 //!
+//! - A `/metrics` response counts as delivered once its last byte has been written to the
+//!   client's socket (a flush after hyper was handed the whole body succeeded); only then is the
+//!   service told the positions its page shows ([`Service::scrape_delivered`]), so that the
+//!   source commits exactly what a scrape saw.
+//!
 //! axum routes the requests; hyper's connections are driven here because `axum::serve` has none
 //! of these limits.
 
 use super::page::{PageLimits, Served, SharedPages};
-use super::{service_exposition, workflow_exposition, WindowEnd};
+use super::{service_exposition, workflow_exposition, WindowEnd, WorkflowPage};
 use crate::config::HttpConfig;
 use crate::events::{
     HttpAcceptFailed, HttpConnectionClosed, HttpConnectionOpened, HttpConnectionRefused, HttpTimeout,
     MetricsPageRendered, StaleMetricsPageServed,
 };
+use crate::ids::Positions;
 use crate::pipeline::now_nanos;
 use crate::service::Service;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -37,13 +43,14 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
+use tower::ServiceExt;
 
 /// Requests with larger headers are answered 431.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -61,7 +68,7 @@ too many connections (http.max_connections)\n";
 #[derive(Clone)]
 struct Endpoints {
     service: Service,
-    pages: SharedPages,
+    pages: SharedPages<Positions>,
     max_pages: usize,
 }
 
@@ -124,7 +131,14 @@ pub async fn serve(
         };
         let activity = Arc::new(Activity::new());
         let client = ClientStream::new(stream, limits.write_timeout, activity.clone());
-        let connection = http1.serve_connection(TokioIo::new(client), TowerToHyperService::new(router.clone()));
+        let on_connection = activity.clone();
+        let routes = router
+            .clone()
+            .map_request(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(on_connection.clone());
+                request
+            });
+        let connection = http1.serve_connection(TokioIo::new(client), TowerToHyperService::new(routes));
         let connection = connections.watch(connection);
         let telemetry = telemetry.clone();
         let header_read_timeout = limits.header_read_timeout;
@@ -163,18 +177,21 @@ fn refuse(stream: TcpStream) {
     }
 }
 
-async fn metrics(State(endpoints): State<Endpoints>) -> axum::response::Response {
+async fn metrics(
+    State(endpoints): State<Endpoints>,
+    Extension(connection): Extension<Arc<Activity>>,
+) -> axum::response::Response {
     let service = endpoints.service.clone();
     // Rendering 10,000 workflows takes milliseconds of CPU: `SharedPages` runs it on a blocking thread.
     let page = endpoints.pages.get(move || {
         let started = Instant::now();
-        let text = workflow_exposition(&service, WindowEnd::At(now_nanos()));
+        let WorkflowPage { text, positions } = workflow_exposition(&service, WindowEnd::At(now_nanos()));
         MetricsPageRendered {
             bytes: text.len(),
             seconds: started.elapsed().as_secs_f64(),
         }
         .emit(service.telemetry());
-        text
+        (text, positions)
     });
     match page.await {
         Ok(page) => {
@@ -191,6 +208,13 @@ async fn metrics(State(endpoints): State<Endpoints>) -> axum::response::Response
                 axum::body::Body::new(ScrapeBody {
                     shared: Some(page.body),
                     own: Some(own),
+                    delivery: Some((
+                        connection,
+                        Delivery {
+                            service: endpoints.service.clone(),
+                            positions: page.shows,
+                        },
+                    )),
                 }),
             )
                 .into_response()
@@ -207,6 +231,26 @@ async fn metrics(State(endpoints): State<Endpoints>) -> axum::response::Response
 struct ScrapeBody {
     shared: Option<Bytes>,
     own: Option<Bytes>,
+    /// Handed to its connection once hyper has taken the whole body, to be told when it is written.
+    delivery: Option<(Arc<Activity>, Delivery)>,
+}
+
+/// What a `/metrics` response tells the service once its last byte is written.
+struct Delivery {
+    service: Service,
+    positions: Positions,
+}
+
+impl Drop for ScrapeBody {
+    /// hyper lets go of a body once it has queued its last chunk, or when the client went away
+    /// first: only a body it took whole is delivered, at its connection's next successful flush.
+    fn drop(&mut self) {
+        if let Some((connection, delivery)) = self.delivery.take() {
+            if self.shared.is_none() && self.own.is_none() {
+                *lock(&connection.delivering) = Some(delivery);
+            }
+        }
+    }
 }
 
 impl http_body::Body for ScrapeBody {
@@ -246,6 +290,10 @@ async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// What a connection's stream saw, read once the connection has ended to tell why it did.
 struct Activity {
     opened: Instant,
@@ -259,6 +307,8 @@ struct Activity {
     read_since_write: AtomicBool,
     /// A write made no progress for `http.write_timeout`.
     write_stalled: AtomicBool,
+    /// A `/metrics` response whose body hyper has taken whole, until a flush has written it out.
+    delivering: Mutex<Option<Delivery>>,
 }
 
 impl Activity {
@@ -270,6 +320,16 @@ impl Activity {
             client_spoke: AtomicBool::new(false),
             read_since_write: AtomicBool::new(false),
             write_stalled: AtomicBool::new(false),
+            delivering: Mutex::new(None),
+        }
+    }
+
+    /// Everything written so far has reached the client's socket: a response waiting for that is
+    /// delivered.
+    fn flushed(&self) {
+        let delivered = lock(&self.delivering).take();
+        if let Some(Delivery { service, positions }) = delivered {
+            service.scrape_delivered(&positions);
         }
     }
 
@@ -402,12 +462,23 @@ impl AsyncWrite for ClientStream {
         self.tcp.is_write_vectored()
     }
 
+    /// hyper flushes once it has written all it holds: what it was handed is then written.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.tcp).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            this.activity.flushed();
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        let this = self.get_mut();
+        let shut = Pin::new(&mut this.tcp).poll_shutdown(cx);
+        if let Poll::Ready(Ok(())) = shut {
+            this.activity.flushed();
+        }
+        shut
     }
 }
 
@@ -468,6 +539,7 @@ mod tests {
         let mut body = ScrapeBody {
             shared: Some(Bytes::from_static(b"workflows\n")),
             own: Some(Bytes::from_static(b"own\n")),
+            delivery: None,
         };
         assert_eq!(body.size_hint().exact(), Some(14));
         let waker = std::task::Waker::noop();
@@ -478,5 +550,90 @@ mod tests {
         }
         assert_eq!(chunks, [&b"workflows\n"[..], &b"own\n"[..]]);
         assert!(body.is_end_stream());
+    }
+
+    fn service() -> Service {
+        Service::new(&crate::config::Config::default(), crate::aggregate::Clock::Wall).unwrap()
+    }
+
+    /// A message of partition 0 at `offset`, processed (rejected, but its position is recorded).
+    fn process(service: &Service, offset: i64) {
+        let origin = crate::events::MessageOrigin::Kafka {
+            topic: "runs",
+            partition: 0,
+            offset,
+        };
+        let _ = service
+            .pipeline()
+            .process(Some(b"{}"), &origin, crate::ids::Partition(0), now_nanos());
+    }
+
+    #[test]
+    fn a_body_the_client_did_not_take_whole_is_not_delivered() {
+        let connection = Arc::new(Activity::new());
+        let mut positions = Positions::default();
+        positions.advance(crate::ids::Partition(0), 7);
+        let mut body = ScrapeBody {
+            shared: Some(Bytes::from_static(b"workflows\n")),
+            own: Some(Bytes::from_static(b"own\n")),
+            delivery: Some((
+                connection.clone(),
+                Delivery {
+                    service: service(),
+                    positions,
+                },
+            )),
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_ready());
+        drop(body);
+        assert!(lock(&connection.delivering).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scrape_read_to_its_end_tells_the_service_the_positions_its_page_showed() {
+        let service = service();
+        let mut delivered = service.delivered_scrapes();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            crate::config::Config::default().http,
+            service.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        process(&service, 41);
+        let scrape = |port| async move {
+            let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            client
+                .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut client, &mut answer)
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        };
+        assert!(scrape(port).await.starts_with("HTTP/1.1 200"));
+        tokio::time::timeout(Duration::from_secs(10), delivered.changed())
+            .await
+            .expect("told within 10s")
+            .unwrap();
+        assert_eq!(delivered.borrow_and_update().get(crate::ids::Partition(0)), Some(42));
+        // Processed after the page was rendered: the next scrape shows it.
+        process(&service, 42);
+        assert!(!delivered.has_changed().unwrap());
+        assert!(scrape(port).await.starts_with("HTTP/1.1 200"));
+        tokio::time::timeout(Duration::from_secs(10), delivered.changed())
+            .await
+            .expect("told within 10s")
+            .unwrap();
+        assert_eq!(delivered.borrow().get(crate::ids::Partition(0)), Some(43));
+        let _ = stop.send(());
+        server.await.unwrap();
     }
 }

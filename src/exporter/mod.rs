@@ -16,6 +16,7 @@ use crate::aggregate::{
     tenant_label, Aggregator, DurationHistogram, ImplausibleCounts, LabelledOutcome, OutcomeStats, OUTCOME_STATUSES,
 };
 use crate::events::Telemetry;
+use crate::ids::Positions;
 use crate::service::Service;
 use std::fmt::Write;
 use text::{escape_label, format_float, header, histogram, sample};
@@ -73,6 +74,8 @@ pub struct Snapshot {
     expired_workflows: u64,
     forgotten_at_cap: u64,
     forgotten_by_age: u64,
+    /// How far each partition's messages are counted in what this snapshot shows.
+    positions: Positions,
 }
 
 impl Snapshot {
@@ -161,6 +164,7 @@ impl Snapshot {
             expired_workflows: aggregator.expired_series,
             forgotten_at_cap: memory.forgotten_at_cap,
             forgotten_by_age: memory.forgotten_by_age,
+            positions: aggregator.positions().clone(),
         }
     }
 
@@ -444,15 +448,21 @@ impl Snapshot {
 
 /// The whole exposition: workflow metrics, then the service's own.
 pub fn exposition(service: &Service, end: WindowEnd) -> String {
-    let mut out = workflow_exposition(service, end);
+    let mut out = workflow_exposition(service, end).text;
     text::registry(&mut out, service.telemetry());
     out
 }
 
+/// The workflow metrics and thresholds, and how far each partition's messages are counted in them.
+pub struct WorkflowPage {
+    pub text: String,
+    pub positions: Positions,
+}
+
 /// The workflow metrics and thresholds: nearly all of a large exposition, and the part that
 /// `/metrics` shares between the scrapes of about the same time.
-pub fn workflow_exposition(service: &Service, end: WindowEnd) -> String {
-    let snapshot = {
+pub fn workflow_exposition(service: &Service, end: WindowEnd) -> WorkflowPage {
+    let mut snapshot = {
         let mut aggregator = service.pipeline().aggregator();
         if let WindowEnd::At(now) = end {
             aggregator.expire(now);
@@ -462,7 +472,10 @@ pub fn workflow_exposition(service: &Service, end: WindowEnd) -> String {
     let mut out = String::with_capacity(64 * 1024);
     snapshot.render(&mut out);
     thresholds::render(&mut out, &service.thresholds());
-    out
+    WorkflowPage {
+        text: out,
+        positions: std::mem::take(&mut snapshot.positions),
+    }
 }
 
 /// The service's own metrics from its registry: a few kilobytes, rendered for every scrape.

@@ -9,7 +9,9 @@
 //! the size of one, however many clients there are.
 //!
 //! This module knows nothing of HTTP or of what a page says: it is given the function that
-//! renders one, and runs it on tokio's blocking threads.
+//! renders one, and runs it on tokio's blocking threads. The render also returns what the page
+//! shows of its source (an `S`, such as how far each partition's messages are counted in it),
+//! which every scrape of that page gets with it.
 
 use bytes::Bytes;
 use std::future::Future;
@@ -38,9 +40,11 @@ pub enum Served {
 }
 
 #[derive(Debug)]
-pub struct Page {
+pub struct Page<S> {
     pub body: Bytes,
     pub served: Served,
+    /// What the page shows of its source, as its render returned it.
+    pub shows: S,
 }
 
 /// The render panicked (or was abandoned); the next scrape tries again.
@@ -49,28 +53,45 @@ pub struct Page {
 pub struct RenderFailed(String);
 
 /// The pages of one endpoint. Cloning it shares them.
-#[derive(Clone)]
-pub struct SharedPages {
+pub struct SharedPages<S> {
     limits: PageLimits,
-    state: Arc<Mutex<Pages>>,
+    state: Arc<Mutex<Pages<S>>>,
 }
 
-type RenderOutcome = Result<Bytes, RenderFailed>;
+impl<S> Clone for SharedPages<S> {
+    fn clone(&self) -> Self {
+        SharedPages {
+            limits: self.limits,
+            state: self.state.clone(),
+        }
+    }
+}
 
-#[derive(Default)]
-struct Pages {
+type RenderOutcome<S> = Result<(Bytes, S), RenderFailed>;
+
+struct Pages<S> {
     /// Pages rendered that a client may still hold, oldest first. Weak: a page lives exactly as
     /// long as some client holds it, and is freed by the last one.
-    held: Vec<HeldPage>,
+    held: Vec<HeldPage<S>>,
     /// While a render is in progress, the scrapes waiting for it. Each is handed the page itself,
     /// so that no reference to it outlives theirs.
-    rendering: Option<Vec<oneshot::Sender<RenderOutcome>>>,
+    rendering: Option<Vec<oneshot::Sender<RenderOutcome<S>>>>,
 }
 
-struct HeldPage {
+impl<S> Default for Pages<S> {
+    fn default() -> Self {
+        Pages {
+            held: Vec::new(),
+            rendering: None,
+        }
+    }
+}
+
+struct HeldPage<S> {
     /// When its render started: the age of what it shows.
     rendered_at: Instant,
     text: Weak<String>,
+    shows: S,
 }
 
 /// A rendered page as the owner of the bytes every client gets.
@@ -86,13 +107,13 @@ fn body(text: Arc<String>) -> Bytes {
     Bytes::from_owner(PageText(text))
 }
 
-enum Next {
-    Ready(Page),
-    Wait(oneshot::Receiver<RenderOutcome>, Served),
+enum Next<S> {
+    Ready(Page<S>),
+    Wait(oneshot::Receiver<RenderOutcome<S>>, Served),
 }
 
-impl SharedPages {
-    pub fn new(limits: PageLimits) -> SharedPages {
+impl<S: Clone + Send + 'static> SharedPages<S> {
+    pub fn new(limits: PageLimits) -> SharedPages<S> {
         SharedPages {
             limits: PageLimits {
                 max_pages: limits.max_pages.max(1),
@@ -106,9 +127,9 @@ impl SharedPages {
     ///
     /// The scrape is registered before this returns (it joins or starts a render right away),
     /// and a render once started finishes even if every scrape waiting for it gives up.
-    pub fn get<F>(&self, render: F) -> impl Future<Output = Result<Page, RenderFailed>> + Send + 'static
+    pub fn get<F>(&self, render: F) -> impl Future<Output = Result<Page<S>, RenderFailed>> + Send + 'static
     where
-        F: FnOnce() -> String + Send + 'static,
+        F: FnOnce() -> (String, S) + Send + 'static,
     {
         let next = self.next(render);
         async move {
@@ -117,27 +138,30 @@ impl SharedPages {
                 Next::Wait(outcome, served) => (outcome, served),
             };
             match outcome.await {
-                Ok(Ok(body)) => Ok(Page { body, served }),
+                Ok(Ok((body, shows))) => Ok(Page { body, served, shows }),
                 Ok(Err(failed)) => Err(failed),
                 Err(_) => Err(RenderFailed("the render was abandoned".into())),
             }
         }
     }
 
-    fn next<F>(&self, render: F) -> Next
+    fn next<F>(&self, render: F) -> Next<S>
     where
-        F: FnOnce() -> String + Send + 'static,
+        F: FnOnce() -> (String, S) + Send + 'static,
     {
         let now = Instant::now();
         let mut pages = lock(&self.state);
         pages.held.retain(|page| page.text.strong_count() > 0);
-        let newest = (pages.held.last())
-            .and_then(|page| Some((now.saturating_duration_since(page.rendered_at), page.text.upgrade()?)));
-        if let Some((age, text)) = &newest {
+        let newest = (pages.held.last()).and_then(|page| {
+            let age = now.saturating_duration_since(page.rendered_at);
+            Some((age, page.text.upgrade()?, page.shows.clone()))
+        });
+        if let Some((age, text, shows)) = &newest {
             if *age < self.limits.max_age {
                 return Next::Ready(Page {
                     body: body(text.clone()),
                     served: Served::Shared,
+                    shows: shows.clone(),
                 });
             }
         }
@@ -147,10 +171,11 @@ impl SharedPages {
             return Next::Wait(receiver, Served::Shared);
         }
         if pages.held.len() >= self.limits.max_pages {
-            if let Some((age, text)) = newest {
+            if let Some((age, text, shows)) = newest {
                 return Next::Ready(Page {
                     body: body(text),
                     served: Served::AtLimit { age },
+                    shows,
                 });
             }
         }
@@ -172,17 +197,17 @@ impl SharedPages {
 
 /// The one render in progress. Whatever becomes of it (done, panicked, or dropped unrun when the
 /// runtime shuts down) it ends the single flight and answers everyone waiting.
-struct RenderInFlight {
-    state: Arc<Mutex<Pages>>,
+struct RenderInFlight<S: Clone> {
+    state: Arc<Mutex<Pages<S>>>,
     started: Instant,
     finished: bool,
 }
 
-impl RenderInFlight {
-    fn finish(mut self, rendered: std::thread::Result<String>) {
+impl<S: Clone> RenderInFlight<S> {
+    fn finish(mut self, rendered: std::thread::Result<(String, S)>) {
         self.finished = true;
         match rendered {
-            Ok(mut text) => {
+            Ok((mut text, shows)) => {
                 // The render grew the text by doubling: give back the unused half before it is held.
                 text.shrink_to_fit();
                 let text = Arc::new(text);
@@ -191,10 +216,11 @@ impl RenderInFlight {
                     pages.held.push(HeldPage {
                         rendered_at: self.started,
                         text: Arc::downgrade(&text),
+                        shows: shows.clone(),
                     });
                     pages.rendering.take()
                 };
-                answer(waiting, Ok(body(text)));
+                answer(waiting, Ok((body(text), shows)));
             }
             Err(panic) => {
                 let why = (panic.downcast_ref::<&str>().map(|s| s.to_string()))
@@ -207,7 +233,7 @@ impl RenderInFlight {
     }
 }
 
-impl Drop for RenderInFlight {
+impl<S: Clone> Drop for RenderInFlight<S> {
     fn drop(&mut self) {
         if !self.finished {
             let waiting = lock(&self.state).rendering.take();
@@ -218,7 +244,7 @@ impl Drop for RenderInFlight {
 
 /// Sends `outcome` to every scrape waiting: a copy to each but the last, which gets `outcome`
 /// itself, so that once they have all let go of the page nothing else holds it.
-fn answer(waiting: Option<Vec<oneshot::Sender<RenderOutcome>>>, outcome: RenderOutcome) {
+fn answer<S: Clone>(waiting: Option<Vec<oneshot::Sender<RenderOutcome<S>>>>, outcome: RenderOutcome<S>) {
     let mut waiting = waiting.unwrap_or_default();
     let last = waiting.pop();
     for scrape in waiting {
@@ -229,7 +255,7 @@ fn answer(waiting: Option<Vec<oneshot::Sender<RenderOutcome>>>, outcome: RenderO
     }
 }
 
-fn lock(state: &Mutex<Pages>) -> MutexGuard<'_, Pages> {
+fn lock<S>(state: &Mutex<Pages<S>>) -> MutexGuard<'_, Pages<S>> {
     // Nothing panics while holding it, and its state is consistent between statements anyway.
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -240,24 +266,26 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
 
-    fn pages(max_age: Duration, max_pages: usize) -> SharedPages {
+    fn pages(max_age: Duration, max_pages: usize) -> SharedPages<usize> {
         SharedPages::new(PageLimits { max_age, max_pages })
     }
 
-    /// A render that counts itself and writes which render it was.
-    fn counted(renders: &Arc<AtomicUsize>) -> impl FnOnce() -> String + Send + 'static {
+    /// A render that counts itself and writes which render it was, and shows its number.
+    fn counted(renders: &Arc<AtomicUsize>) -> impl FnOnce() -> (String, usize) + Send + 'static {
         let renders = renders.clone();
-        move || format!("page {}\n", renders.fetch_add(1, Ordering::SeqCst) + 1)
+        move || {
+            let n = renders.fetch_add(1, Ordering::SeqCst) + 1;
+            (format!("page {n}\n"), n)
+        }
     }
 
     /// A render that counts itself once `release` is sent: it holds the render in progress.
-    fn gated(renders: &Arc<AtomicUsize>) -> (mpsc::Sender<()>, impl FnOnce() -> String + Send + 'static) {
+    fn gated(renders: &Arc<AtomicUsize>) -> (mpsc::Sender<()>, impl FnOnce() -> (String, usize) + Send + 'static) {
         let (release, gate) = mpsc::channel::<()>();
         let renders = renders.clone();
         let render = move || {
             let _ = gate.recv();
-            renders.fetch_add(1, Ordering::SeqCst);
-            "the page\n".to_string()
+            ("the page\n".to_string(), renders.fetch_add(1, Ordering::SeqCst) + 1)
         };
         (release, render)
     }
@@ -294,6 +322,7 @@ mod tests {
         let b = reusing.get(counted(&renders)).await.unwrap();
         assert_eq!((a.served, b.served), (Served::Rendered, Served::Shared));
         assert!(same_memory(&a.body, &b.body));
+        assert_eq!((a.shows, b.shows), (1, 1));
         assert_eq!(renders.load(Ordering::SeqCst), 1);
 
         let renders = Arc::new(AtomicUsize::new(0));
@@ -317,6 +346,7 @@ mod tests {
             let page = pages.get(counted(&renders)).await.unwrap();
             assert!(matches!(page.served, Served::AtLimit { .. }), "{:?}", page.served);
             assert!(same_memory(&page.body, &held[2].body), "the newest page, shared");
+            assert_eq!(page.shows, 3, "with what it shows");
         }
         assert_eq!(renders.load(Ordering::SeqCst), 3);
         // The newest page is held by those ten too, but it is still one page: once the oldest is
@@ -342,7 +372,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_render_fails_its_scrapes_and_the_next_one_renders_again() {
         let pages = pages(Duration::from_secs(3600), 3);
-        let failed = pages.get(|| panic!("the aggregation is poisoned")).await.unwrap_err();
+        let failed = pages
+            .get(|| -> (String, usize) { panic!("the aggregation is poisoned") })
+            .await
+            .unwrap_err();
         assert!(failed.to_string().contains("the aggregation is poisoned"), "{failed}");
         let renders = Arc::new(AtomicUsize::new(0));
         let page = pages.get(counted(&renders)).await.unwrap();

@@ -1,10 +1,25 @@
 //! The Kafka consumer-group member.
 //!
-//! At-least-once without loss: `enable.auto.offset.store=false`, and a message's offset is stored
-//! only after [`crate::pipeline::Pipeline::process`] returned, i.e. once its effect is in the metrics. Stored
-//! offsets are committed every `kafka.commit_interval` by librdkafka, synchronously before
-//! partitions are revoked, and at shutdown. A broker that is down or restarts is librdkafka's to
-//! reconnect to; we count and log its errors and keep consuming.
+//! # Commits follow scrapes
+//!
+//! Prometheus sees only what a scrape returned. So the offsets committed are those whose effects
+//! a delivered `/metrics` page showed: the aggregation records each partition's position with what
+//! it counts ([`crate::ids::Positions`]), a page carries the positions it shows, and once a
+//! scrape's last byte is written the service is told ([`Service::delivered_scrapes`]) and this
+//! member commits them at once. After a crash, the messages processed since the last delivered
+//! scrape are read again and counted by the new process: Prometheus saw them from neither, so
+//! each outcome counts once in what it stores. Nothing librdkafka does is left to commit
+//! (`enable.auto.commit=false`, no offset stores). Other commits:
+//!
+//! - no scrape delivered for `kafka.commit_interval`: what was processed (the bounded fallback
+//!   for a member nobody scrapes);
+//! - partitions revoked: what was processed of them, synchronously, before another member takes
+//!   them over (this process keeps their counts and its next scrape shows them);
+//! - shutdown: what scrapes delivered, and nothing more (the next process counts the rest).
+//!
+//! An offset is never committed backwards, nor for a partition not assigned. A broker that is
+//! down or restarts is librdkafka's to reconnect to; we count and log its errors and keep
+//! consuming.
 //!
 //! The librdkafka configuration it runs with, and which of its values are secrets, are
 //! [`crate::config::kafka`]'s. What the client reports about the brokers goes to the service's
@@ -27,10 +42,10 @@
 use crate::config::kafka::{client_config, redacted, scrub_secrets, secret_values};
 use crate::config::KafkaConfig;
 use crate::events::{
-    KafkaClientError, LagReported, MessageOrigin, MessageProcessed, OffsetStoreFailed, OffsetsCommitted, Rebalanced,
-    RestoreFinished, RestoreSkipped, RestoreStarted, RevokedStateDropped, Telemetry,
+    CommitTrigger, KafkaClientError, LagReported, MessageOrigin, MessageProcessed, OffsetCommitRequested,
+    OffsetsCommitted, Rebalanced, RestoreFinished, RestoreSkipped, RestoreStarted, RevokedStateDropped, Telemetry,
 };
-use crate::ids::Partition;
+use crate::ids::{Partition, Positions};
 use crate::pipeline::{now_nanos, Pipeline};
 use crate::service::{Readiness, RestoreProgress, Service};
 use prometheus::IntCounter;
@@ -46,7 +61,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -83,6 +98,8 @@ struct SourceContext {
     /// Zero: restoring is off.
     restore_lookback: Duration,
     assignment: Arc<SharedAssignment>,
+    /// The service is stopping: a revoke now commits nothing more than scrapes delivered.
+    leaving: AtomicBool,
 }
 
 /// The [`Assignment`], shared by the rebalance callback and the consuming loop, with the number of
@@ -110,13 +127,26 @@ impl SharedAssignment {
     }
 }
 
-/// The partitions' numbers and the restores in progress.
+/// The partitions known, and the restores in progress.
 #[derive(Debug, Default)]
 struct Assignment {
-    /// Every partition seen, with its number (kept after a revoke: the number is the same if it
-    /// comes back). Few, hence a list.
-    numbers: Vec<(String, i32, Partition)>,
+    /// Every partition seen (kept after a revoke: its number is the same if it comes back). Few,
+    /// hence a list.
+    partitions: Vec<KnownPartition>,
     restores: Vec<Restore>,
+}
+
+#[derive(Debug)]
+struct KnownPartition {
+    topic: String,
+    partition: i32,
+    number: Partition,
+    assigned: bool,
+    /// The furthest offset known to be committed: the group's when it was assigned, or this
+    /// member's own commits (asked for; a failed one is retried by a later commit). A page
+    /// rendered before a revoke never shows more than what the revoke committed, so nothing
+    /// it shows can move a later owner's commits back.
+    committed: Option<i64>,
 }
 
 /// A partition being read again up to the group's committed offset.
@@ -135,13 +165,59 @@ struct Restore {
 }
 
 impl Assignment {
+    fn known(&mut self, topic: &str, partition: i32) -> &mut KnownPartition {
+        let at = match (self.partitions.iter()).position(|k| k.partition == partition && k.topic == topic) {
+            Some(at) => at,
+            None => {
+                self.partitions.push(KnownPartition {
+                    topic: topic.to_string(),
+                    partition,
+                    number: Partition(u16::try_from(self.partitions.len()).unwrap_or(u16::MAX)),
+                    assigned: false,
+                    committed: None,
+                });
+                self.partitions.len() - 1
+            }
+        };
+        &mut self.partitions[at]
+    }
+
     fn number(&mut self, topic: &str, partition: i32) -> Partition {
-        if let Some((.., n)) = (self.numbers.iter()).find(|(t, p, _)| *p == partition && t == topic) {
-            return *n;
+        self.known(topic, partition).number
+    }
+
+    fn set_assigned(&mut self, tpl: &TopicPartitionList, assigned: bool) {
+        for e in tpl.elements() {
+            self.known(e.topic(), e.partition()).assigned = assigned;
         }
-        let n = Partition(u16::try_from(self.numbers.len()).unwrap_or(u16::MAX));
-        self.numbers.push((topic.to_string(), partition, n));
-        n
+    }
+
+    /// The offsets to commit for `positions`: each assigned partition's (of `only`, when given)
+    /// that is past what is known to be committed, which it then becomes.
+    fn commit_further(&mut self, positions: &Positions, only: Option<&TopicPartitionList>) -> Vec<(String, i32, i64)> {
+        let mut offsets = Vec::new();
+        for known in self.partitions.iter_mut().filter(|k| k.assigned) {
+            if only.is_some_and(|only| only.find_partition(&known.topic, known.partition).is_none()) {
+                continue;
+            }
+            let Some(next) = positions.get(known.number) else {
+                continue;
+            };
+            if known.committed.is_some_and(|committed| committed >= next) {
+                continue;
+            }
+            known.committed = Some(next);
+            offsets.push((known.topic.clone(), known.partition, next));
+        }
+        offsets
+    }
+
+    /// Every assigned partition's offset known to be committed.
+    fn committed(&self) -> Vec<(String, i32, i64)> {
+        (self.partitions.iter())
+            .filter(|k| k.assigned)
+            .filter_map(|k| Some((k.topic.clone(), k.partition, k.committed?)))
+            .collect()
     }
 
     /// Where in `restores` the restore of this partition is, if `offset` lies before its end.
@@ -240,6 +316,8 @@ impl SourceContext {
         for e in committed.elements() {
             let (topic, partition) = (e.topic(), e.partition());
             let Offset::Offset(until) = e.offset() else { continue };
+            let known = assignment.known(topic, partition);
+            known.committed = known.committed.max(Some(until));
             let from = match starts.find_partition(topic, partition).map(|s| s.offset()) {
                 Some(Offset::Offset(from)) if from < until => from,
                 _ => continue, // nothing before the committed offset is recent enough
@@ -325,9 +403,10 @@ impl ClientContext for SourceContext {
             .flat_map(|(topic, t)| {
                 t.partitions
                     .values()
-                    // `consumer_lag_stored`: behind what was processed, not what was committed.
-                    .filter(|p| p.partition >= 0 && p.consumer_lag_stored >= 0)
-                    .map(move |p| (topic.clone(), p.partition, p.consumer_lag_stored))
+                    // Behind what was handed to the service (and so processed), not what was
+                    // committed: commits follow scrapes.
+                    .filter(|p| p.partition >= 0 && p.app_offset >= 0 && p.hi_offset >= 0)
+                    .map(move |p| (topic.clone(), p.partition, (p.hi_offset - p.app_offset).max(0)))
             })
             .collect();
         LagReported { partitions }.emit(&self.telemetry);
@@ -355,6 +434,7 @@ impl ConsumerContext for SourceContext {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assignment.lock().set_assigned(tpl, true);
                 self.plan_restores(consumer, tpl);
                 let result = match cooperative {
                     true => consumer.incremental_assign(tpl),
@@ -364,9 +444,22 @@ impl ConsumerContext for SourceContext {
                 result
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                // Everything received so far was processed (processing is synchronous), so commit
-                // it now, before another member takes the partitions over.
-                commit(consumer, &self.telemetry);
+                // Everything received so far was processed (processing is synchronous), and this
+                // process keeps counting it: commit it now, before another member takes the
+                // partitions over. Unless the service is stopping: then the next process counts
+                // what no scrape delivered.
+                if !self.leaving.load(Ordering::Relaxed) {
+                    let processed = self.pipeline.aggregator().positions().clone();
+                    let offsets = self.assignment.lock().commit_further(&processed, Some(tpl));
+                    commit(
+                        consumer,
+                        &offsets,
+                        CommitMode::Sync,
+                        CommitTrigger::Revoke,
+                        &self.telemetry,
+                    );
+                }
+                self.assignment.lock().set_assigned(tpl, false);
                 self.drop_revoked(tpl);
                 let result = match cooperative {
                     true => consumer.incremental_unassign(tpl),
@@ -376,6 +469,9 @@ impl ConsumerContext for SourceContext {
                 result
             }
             other => {
+                let mut assignment = self.assignment.lock();
+                assignment.partitions.iter_mut().for_each(|k| k.assigned = false);
+                drop(assignment);
                 let error = KafkaError::Rebalance(other.into());
                 self.post_rebalance(consumer, &Rebalance::Error(error));
                 match cooperative {
@@ -432,8 +528,31 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-fn commit<C: Consumer<SourceContext>>(consumer: &C, telemetry: &Telemetry) {
-    emit_commit(consumer.commit_consumer_state(CommitMode::Sync), telemetry);
+/// Commits `offsets` (none: nothing to do).
+fn commit<C: Consumer<SourceContext>>(
+    consumer: &C,
+    offsets: &[(String, i32, i64)],
+    mode: CommitMode,
+    trigger: CommitTrigger,
+    telemetry: &Telemetry,
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, next) in offsets {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+    }
+    OffsetCommitRequested { trigger, offsets }.emit(telemetry);
+    match mode {
+        // Its result comes to `commit_callback`.
+        CommitMode::Async => {
+            if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
+                emit_commit(Err(error), telemetry);
+            }
+        }
+        CommitMode::Sync => emit_commit(consumer.commit(&tpl, CommitMode::Sync), telemetry),
+    }
 }
 
 fn emit_commit(result: KafkaResult<()>, telemetry: &Telemetry) {
@@ -445,9 +564,10 @@ fn emit_commit(result: KafkaResult<()>, telemetry: &Telemetry) {
     }
 }
 
-/// Consumes until `shutdown` resolves, then commits what was processed and leaves the group.
+/// Consumes until `shutdown` resolves, then commits what scrapes delivered and leaves the group.
 /// A newly assigned partition's state is rebuilt from the `restore_lookback` before its
-/// committed offset (zero: not at all).
+/// committed offset (zero: not at all). Resolve `shutdown` once `/metrics` is no longer served,
+/// so that the last commit includes every scrape delivered.
 pub async fn consume(
     config: &KafkaConfig,
     restore_lookback: Duration,
@@ -465,6 +585,7 @@ pub async fn consume(
         secrets: secret_values(config),
         restore_lookback,
         assignment: assignment.clone(),
+        leaving: AtomicBool::new(false),
     };
     let client = client_config(config);
     let consumer: StreamConsumer<SourceContext> = client
@@ -476,12 +597,29 @@ pub async fn consume(
 
     let mut partitions = PartitionCache::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut delivered = service.delivered_scrapes();
+    let mut last_delivery = Instant::now();
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
             biased;
             () = &mut shutdown => break,
+            // The service holds the sender as long as this runs: `changed` fails only after.
+            Ok(()) = delivered.changed() => {
+                last_delivery = Instant::now();
+                let positions = delivered.borrow_and_update().clone();
+                let offsets = assignment.lock().commit_further(&positions, None);
+                commit(&consumer, &offsets, CommitMode::Async, CommitTrigger::Scrape, &telemetry);
+                continue;
+            }
             _ = tick.tick() => {
+                if last_delivery.elapsed() >= config.commit_interval {
+                    // Nobody scrapes: what was processed, so that a restart does not read it all again.
+                    last_delivery = Instant::now();
+                    let processed = pipeline.aggregator().positions().clone();
+                    let offsets = assignment.lock().commit_further(&processed, None);
+                    commit(&consumer, &offsets, CommitMode::Async, CommitTrigger::Unscraped, &telemetry);
+                }
                 if assignment.restoring() {
                     // Progress for /readyz, and the restores whose last offsets hold no message:
                     // the consumer's position has passed their end without one.
@@ -545,8 +683,8 @@ pub async fn consume(
             partition,
             offset: message.offset(),
         };
-        // A rejected message is counted and logged by the pipeline; its offset is stored like any
-        // other so that it never stalls the partition.
+        // A rejected message is counted and logged by the pipeline, and its position recorded
+        // like any other's, so that it never stalls the partition.
         let now = now_nanos();
         let _ = pipeline.process(message.payload(), &origin, number, now);
         MessageProcessed {
@@ -554,16 +692,22 @@ pub async fn consume(
             now_nanos: now,
         }
         .emit(&telemetry);
-        if let Err(error) = consumer.store_offset_from_message(&message) {
-            OffsetStoreFailed {
-                origin: &origin,
-                error: &error,
-            }
-            .emit(&telemetry);
-        }
     }
-    tracing::info!("shutting down: committing processed offsets");
-    commit(&consumer, &telemetry);
+    tracing::info!("shutting down: committing the offsets scrapes delivered");
+    consumer.context().leaving.store(true, Ordering::Relaxed);
+    let offsets = {
+        let mut state = assignment.lock();
+        state.commit_further(&delivered.borrow(), None);
+        // All of them again, synchronously: an asynchronous commit may still be on its way.
+        state.committed()
+    };
+    commit(
+        &consumer,
+        &offsets,
+        CommitMode::Sync,
+        CommitTrigger::Shutdown,
+        &telemetry,
+    );
     consumer.unsubscribe();
     Ok(())
 }

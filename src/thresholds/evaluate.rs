@@ -86,6 +86,9 @@ pub struct ThresholdEvaluator {
     states: BTreeMap<(SeriesId, ThresholdKind), State>,
     /// Per series: the rule in force per kind and the labels, resolved once per rules version.
     resolved: HashMap<SeriesId, [Option<usize>; 5]>,
+    /// The next update takes a limit passed by a series it has no state for as passed for `for`
+    /// already: see [`ThresholdEvaluator::assume_held_before`].
+    assume_held: bool,
 }
 
 impl ThresholdEvaluator {
@@ -95,7 +98,17 @@ impl ThresholdEvaluator {
             interval,
             states: BTreeMap::new(),
             resolved: HashMap::new(),
+            assume_held: false,
         }
+    }
+
+    /// The state was just rebuilt from the topic (a restart): a limit that the next update finds
+    /// passed, for a series it has no state for, held before the restart as far as can be told,
+    /// so it counts as breached at once instead of waiting out its `for` again. A breach that was
+    /// firing stays firing across a restart; the price is that one that began less than `for`
+    /// before the restart fires early.
+    pub fn assume_held_before(&mut self) {
+        self.assume_held = true;
     }
 
     pub fn thresholds(&self) -> &Thresholds {
@@ -225,13 +238,14 @@ impl ThresholdEvaluator {
             else {
                 continue;
             };
+            let hold = nanos(threshold.hold);
             let mut state = previous.remove(&key).unwrap_or_else(|| State {
                 tenant: tenant.clone(),
                 workflow: workflow.clone(),
                 rule: observation.rule,
                 limit: observation.limit,
                 observed: None,
-                pending_since: None,
+                pending_since: self.assume_held.then(|| now.saturating_sub(hold)),
                 breached: false,
             });
             state.rule = observation.rule;
@@ -240,7 +254,6 @@ impl ThresholdEvaluator {
             let was = state.breached;
             if observation.passed {
                 let since = *state.pending_since.get_or_insert(now);
-                let hold = nanos(threshold.hold);
                 state.breached = now.saturating_sub(since) >= hold;
             } else {
                 state.pending_since = None;
@@ -281,6 +294,7 @@ impl ThresholdEvaluator {
                 });
             }
         }
+        self.assume_held = false;
         transitions
     }
 
@@ -375,6 +389,24 @@ mod tests {
         assert!(e.update(seen(5.0), 13 * S).is_empty());
         assert!(e.update(seen(5.0), 22 * S).is_empty());
         assert_eq!(e.update(seen(5.0), 23 * S).len(), 1);
+    }
+
+    #[test]
+    fn after_a_restore_a_limit_passed_counts_as_held_once() {
+        let mut e = evaluator("10s");
+        e.assume_held_before();
+        let t = e.update(seen(5.0), 100 * S);
+        assert!(
+            t.len() == 1 && t[0].breached,
+            "breached at once: it held before the restart"
+        );
+        // Only that evaluation: a breach that ends and comes back waits out its hold again.
+        e.update(seen(1.0), 101 * S);
+        assert!(e.update(seen(5.0), 102 * S).is_empty());
+        let mut e = evaluator("10s");
+        e.assume_held_before();
+        assert!(e.update(seen(1.0), 0).is_empty(), "under the limit: nothing assumed");
+        assert!(e.update(seen(5.0), S).is_empty(), "the flag is spent");
     }
 
     #[test]
