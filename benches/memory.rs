@@ -203,7 +203,7 @@ fn uuid(prefix: u32, n: u64) -> String {
 
 fn flood_every_cap() {
     let config = Config::parse(SIZING_CONFIG, "sizing").expect("valid config");
-    let estimate = sizing::worst_case(&config);
+    let estimate = sizing::worst_case(&config, 1);
     let now = chrono::Utc::now();
     let now_nanos = now.timestamp_nanos_opt().unwrap_or(0);
     let before = rss_bytes();

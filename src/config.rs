@@ -61,8 +61,8 @@ pub struct KafkaConfig {
     /// its partitions wait that long when it goes for good. Default: none (dynamic membership).
     /// Env: `HATCHET_RUN_METRICS_GROUP_INSTANCE_ID`.
     pub group_instance_id: Option<String>,
-    /// Offsets are committed right after a scrape of `/metrics` delivered their messages'
-    /// effects; when none has for this long, what was processed is committed anyway (a member
+    /// Offsets are committed right after (within 100 ms) a scrape of `/metrics` delivered their
+    /// messages' effects; when none has for this long, what was processed is committed anyway (a member
     /// nobody scrapes). Keep it well above Prometheus's scrape interval: a commit ahead of what
     /// Prometheus saw makes a crash lose those outcomes from its view. Also committed: on
     /// rebalance (what was processed of the partitions that leave) and at shutdown (what scrapes

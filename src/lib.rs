@@ -9,7 +9,8 @@
 //!
 //! 1. [`model`]: Hatchet's `V1WorkflowRun`, `V1TaskStatus` and `APIResourceMeta`, faithful to the
 //!    contract and nothing else.
-//! 2. [`ids`]: tenants and workflows as 128-bit UUIDs, runs as keys, series as [`ids::SeriesId`].
+//! 2. [`ids`]: tenants and workflows as 128-bit UUIDs, runs as keys, series as [`ids::SeriesId`],
+//!    input partitions as [`ids::Partition`] and how far each is counted as [`ids::Positions`].
 //! 3. [`setting`]: the one error for a setting that cannot be used ([`setting::ConfigError`]:
 //!    file, key, why) and the one duration parser; [`log_limit`]: warnings at most N a second,
 //!    for the service's events and the traffic tools alike.
@@ -29,15 +30,17 @@
 //! 9. [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).
 //! 10. [`pipeline`]: one message through decode and aggregate; both sources call it.
 //! 11. [`service`]: the running service's shared state: the pipeline, the thresholds'
-//!     evaluation and readiness (the lock order is there).
+//!     evaluation, readiness (the lock order is there), and the positions delivered scrapes
+//!     showed, which the exporter tells and the Kafka source commits.
 //! 12. [`source`]: where messages come from: the Kafka consumer group ([`source::kafka`]:
-//!     offsets, commits, rebalances, and a partition's state restored from the topic when it is
-//!     assigned; what the client reports goes to the service's readiness) or a replayed file
+//!     commits that follow delivered scrapes, rebalances, and a partition's state restored from
+//!     the topic when it is assigned; what the client reports goes to the service's readiness) or a replayed file
 //!     ([`source::file`]).
 //! 13. [`exporter`]: `/metrics`, `/healthz` and `/readyz` from the service: the one writer of the
 //!     text format ([`exporter::text`]), the workflow families and the thresholds' gauges, the
-//!     HTTP endpoints with their limits ([`exporter::http`]), and one `/metrics` page shared by
-//!     concurrent scrapes ([`exporter::page`]).
+//!     HTTP endpoints with their limits, which tell the service when a scrape was delivered
+//!     ([`exporter::http`]), and one `/metrics` page shared by concurrent scrapes
+//!     ([`exporter::page`]).
 //! 14. [`reload`]: the thresholds applied again on SIGHUP or a changed file, without a restart.
 //! 15. [`traffic`]: sending a file or simulated traffic to a topic ([`traffic::produce`],
 //!     [`traffic::synthetic`]), for the demo, the tests and the benchmarks; the service never

@@ -38,8 +38,13 @@ struct Cli {
 enum Command {
     /// Consume the topic and serve /metrics, /healthz and /readyz until SIGTERM or SIGINT.
     Run,
-    /// Validate the config and print what it resolves to.
-    CheckConfig,
+    /// Validate the config and print what it resolves to, and the most memory its caps allow.
+    CheckConfig {
+        /// Partitions this member may hold at once (a topic's partition count, for a lone
+        /// member): windows are kept per partition, so the worst case grows with them.
+        #[arg(long, default_value_t = 1)]
+        partitions: u64,
+    },
     /// Process a file of newline-delimited V1WorkflowRun JSON exactly as the Kafka path would and
     /// print the resulting exposition. Rejected lines are counted and logged, not fatal.
     Replay { file: PathBuf },
@@ -124,7 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(&config.log.level);
     match cli.command {
         Command::Run => serve(config, path),
-        Command::CheckConfig => {
+        Command::CheckConfig { partitions } => {
             let mut shown = config.clone();
             for (key, value) in &mut shown.kafka.properties {
                 if config::kafka::is_secret(key) {
@@ -149,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     None => "from [thresholds]".to_string(),
                 }
             );
-            print!("{}", sizing::worst_case(&config).render());
+            print!("{}", sizing::worst_case(&config, partitions).render());
             Ok(())
         }
         Command::Rules { output } => {

@@ -14,6 +14,9 @@
 //! - every quantile window is full: each of its slots holds durations in every octave the
 //!   aggregation trusts (1 ns to a year), many of each (real traffic, with its narrower spread,
 //!   fills a window to 10 to 46 KiB);
+//! - windows are kept per input partition, so each series has its windows once in every one of
+//!   the `partitions` the member may hold (`check-config --partitions`): a workflow whose runs
+//!   arrive on every partition fills them all;
 //! - the outcome memory and run tracking are full, their tables just grown (a hash table and a
 //!   ring grow by doubling, so they cost between one and two times their entries);
 //! - the Kafka client holds as much prefetched data as `queued.max.messages.kbytes` allows, plus
@@ -175,7 +178,8 @@ fn ring_bytes(entries: u64, entry_bytes: u64) -> u64 {
 }
 
 /// The estimate for `config` (valid: `Config::load` accepted it).
-pub fn worst_case(config: &Config) -> MemoryEstimate {
+pub fn worst_case(config: &Config, partitions: u64) -> MemoryEstimate {
+    let partitions = partitions.max(1);
     let m = &config.metrics;
     let label = m.max_label_value_bytes as u64;
     let workflows = m.max_workflows as u64;
@@ -191,8 +195,8 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
     let per_series = SERIES_BYTES
         + label
         + BUCKET_BYTES * buckets
-        + FAILURE_WINDOW_BYTES * m.failure_ratio_windows.len() as u64
-        + QUANTILE_WINDOW_BYTES * windows
+        + (FAILURE_WINDOW_BYTES * m.failure_ratio_windows.len() as u64 + QUANTILE_WINDOW_BYTES * windows)
+            .saturating_mul(partitions)
         + match metadata_labels {
             0 => 0,
             _ => rows * (METADATA_ROW_BYTES + BUCKET_BYTES * (m.duration_buckets_seconds.len() as u64 + 1)),
@@ -262,7 +266,7 @@ pub fn worst_case(config: &Config) -> MemoryEstimate {
             bytes: series.saturating_mul(per_series),
             how: format!(
                 "{series} series (2 x metrics.max_workflows + 1: each workflow's and its tenant's overflow) x {per_series} B \
-                 ({windows} quantile windows x {QUANTILE_WINDOW_BYTES} B, {buckets} buckets, names of {label} B{})",
+                 ({windows} quantile windows x {QUANTILE_WINDOW_BYTES} B in each of {partitions} partition(s), {buckets} buckets, names of {label} B{})",
                 match kinds {
                     0 => String::new(),
                     k => format!(", {k} threshold kinds"),
@@ -299,7 +303,7 @@ mod tests {
     use super::*;
 
     fn total(text: &str) -> u64 {
-        worst_case(&Config::parse(text, "test").expect("valid config")).total_bytes()
+        worst_case(&Config::parse(text, "test").expect("valid config"), 1).total_bytes()
     }
 
     #[test]
@@ -326,13 +330,22 @@ mod tests {
             assert!(total(text) > base, "{what} should cost more");
         }
         assert!(total("[metrics]\nmax_workflows = 100") < base);
+        let config = Config::default();
+        let windows = |p| {
+            worst_case(&config, p)
+                .terms
+                .iter()
+                .find(|t| t.what == "workflow series")
+                .map_or(0, |t| t.bytes)
+        };
+        assert!(windows(4) > 3 * windows(1), "windows are kept per partition");
         assert!(total("[kafka.properties]\n\"queued.max.messages.kbytes\" = \"1024\"") < base);
     }
 
     #[test]
     fn the_workflow_terms_scale_with_the_workflow_cap() {
         let series = |text: &str| {
-            let estimate = worst_case(&Config::parse(text, "test").expect("valid config"));
+            let estimate = worst_case(&Config::parse(text, "test").expect("valid config"), 1);
             let term = |what: &str| estimate.terms.iter().find(|t| t.what == what).map_or(0, |t| t.bytes);
             term("workflow series") + term("/metrics pages")
         };
@@ -344,7 +357,7 @@ mod tests {
 
     #[test]
     fn the_printout_names_every_term_and_the_total() {
-        let text = worst_case(&Config::default()).render();
+        let text = worst_case(&Config::default(), 1).render();
         for what in [
             "process at rest",
             "Kafka client buffers",
@@ -361,7 +374,7 @@ mod tests {
     #[test]
     fn absurd_caps_saturate_instead_of_wrapping() {
         let text = "[metrics]\nmax_workflows = 9000000000000000000\n[outcomes]\nmax_remembered = 9000000000000000000\n";
-        let estimate = worst_case(&Config::parse(text, "test").expect("valid config"));
+        let estimate = worst_case(&Config::parse(text, "test").expect("valid config"), 1);
         assert_eq!(estimate.total_bytes(), u64::MAX, "{}", estimate.render());
     }
 }

@@ -193,6 +193,11 @@ fn refusal(config: &KafkaConfig, error: KafkaError) -> ConfigError {
     ConfigError::at(key, why)
 }
 
+/// How soon offsets the source stored are committed (`auto.commit.interval.ms`). librdkafka sends
+/// a commit only when a stored offset moved, which happens when a scrape was delivered, so a short
+/// delay costs nothing and keeps the window between a scrape and its commit short.
+pub const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The librdkafka configuration for `config`.
 pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
@@ -206,7 +211,9 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "false")
+        // Commits only what the source stores (see `source::kafka`), soon after it does.
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", COMMIT_DELAY.as_millis().to_string())
         .set(
             "statistics.interval.ms",
             config.statistics_interval.as_millis().to_string(),

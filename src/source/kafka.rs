@@ -6,10 +6,11 @@
 //! a delivered `/metrics` page showed: the aggregation records each partition's position with what
 //! it counts ([`crate::ids::Positions`]), a page carries the positions it shows, and once a
 //! scrape's last byte is written the service is told ([`Service::delivered_scrapes`]) and this
-//! member commits them at once. After a crash, the messages processed since the last delivered
-//! scrape are read again and counted by the new process: Prometheus saw them from neither, so
-//! each outcome counts once in what it stores. Nothing librdkafka does is left to commit
-//! (`enable.auto.commit=false`, no offset stores). Other commits:
+//! member stores them, for librdkafka to commit within
+//! [`COMMIT_DELAY`](crate::config::kafka::COMMIT_DELAY). After a crash, the messages processed
+//! since the last delivered scrape are read again and counted by the new process: Prometheus saw
+//! them from neither, so each outcome counts once in what it stores. No offset is stored but
+//! these (`enable.auto.offset.store=false`). Other commits:
 //!
 //! - no scrape delivered for `kafka.commit_interval`: what was processed (the bounded fallback
 //!   for a member nobody scrapes);
@@ -193,31 +194,27 @@ impl Assignment {
     }
 
     /// The offsets to commit for `positions`: each assigned partition's (of `only`, when given)
-    /// that is past what is known to be committed, which it then becomes.
-    fn commit_further(&mut self, positions: &Positions, only: Option<&TopicPartitionList>) -> Vec<(String, i32, i64)> {
-        let mut offsets = Vec::new();
-        for known in self.partitions.iter_mut().filter(|k| k.assigned) {
-            if only.is_some_and(|only| only.find_partition(&known.topic, known.partition).is_none()) {
-                continue;
-            }
-            let Some(next) = positions.get(known.number) else {
-                continue;
-            };
-            if known.committed.is_some_and(|committed| committed >= next) {
-                continue;
-            }
-            known.committed = Some(next);
-            offsets.push((known.topic.clone(), known.partition, next));
-        }
-        offsets
+    /// that is past what is known to be committed.
+    fn commit_further(&self, positions: &Positions, only: Option<&TopicPartitionList>) -> Vec<(String, i32, i64)> {
+        let wanted = |k: &&KnownPartition| {
+            k.assigned && only.is_none_or(|only| only.find_partition(&k.topic, k.partition).is_some())
+        };
+        (self.partitions.iter().filter(wanted))
+            .filter_map(|k| {
+                let next = positions.get(k.number)?;
+                (k.committed.is_none_or(|committed| committed < next)).then(|| (k.topic.clone(), k.partition, next))
+            })
+            .collect()
     }
 
-    /// Every assigned partition's offset known to be committed.
-    fn committed(&self) -> Vec<(String, i32, i64)> {
-        (self.partitions.iter())
-            .filter(|k| k.assigned)
-            .filter_map(|k| Some((k.topic.clone(), k.partition, k.committed?)))
-            .collect()
+    /// The broker confirmed these offsets committed.
+    fn confirmed(&mut self, offsets: &TopicPartitionList) {
+        for e in offsets.elements() {
+            if let (Offset::Offset(next), Ok(())) = (e.offset(), e.error()) {
+                let known = self.known(e.topic(), e.partition());
+                known.committed = known.committed.max(Some(next));
+            }
+        }
     }
 
     /// Where in `restores` the restore of this partition is, if `offset` lies before its end.
@@ -451,12 +448,14 @@ impl ConsumerContext for SourceContext {
                 if !self.leaving.load(Ordering::Relaxed) {
                     let processed = self.pipeline.aggregator().positions().clone();
                     let offsets = self.assignment.lock().commit_further(&processed, Some(tpl));
+                    let (assignment, telemetry) = (&self.assignment, &self.telemetry);
                     commit(
                         consumer,
                         &offsets,
                         CommitMode::Sync,
                         CommitTrigger::Revoke,
-                        &self.telemetry,
+                        assignment,
+                        telemetry,
                     );
                 }
                 self.assignment.lock().set_assigned(tpl, false);
@@ -516,7 +515,10 @@ impl ConsumerContext for SourceContext {
         .emit(&self.telemetry);
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if result.is_ok() {
+            self.assignment.lock().confirmed(offsets);
+        }
         emit_commit(result, &self.telemetry);
     }
 }
@@ -528,12 +530,14 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// Commits `offsets` (none: nothing to do).
+/// Commits `offsets` (none: nothing to do): at once (`Sync`), or within `COMMIT_DELAY`
+/// (`Async`). What the broker confirms becomes the partitions' known committed offsets.
 fn commit<C: Consumer<SourceContext>>(
     consumer: &C,
     offsets: &[(String, i32, i64)],
     mode: CommitMode,
     trigger: CommitTrigger,
+    assignment: &SharedAssignment,
     telemetry: &Telemetry,
 ) {
     if offsets.is_empty() {
@@ -545,13 +549,21 @@ fn commit<C: Consumer<SourceContext>>(
     }
     OffsetCommitRequested { trigger, offsets }.emit(telemetry);
     match mode {
-        // Its result comes to `commit_callback`.
+        // Stored, for librdkafka to commit within `COMMIT_DELAY` (its auto commit reports to
+        // `commit_callback`; an application's asynchronous commit would report to nobody). A
+        // partition revoked meanwhile refuses the store: its revoke committed what was processed.
         CommitMode::Async => {
-            if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
-                emit_commit(Err(error), telemetry);
+            if let Err(error) = consumer.store_offsets(&tpl) {
+                tracing::debug!(%error, "offsets not stored for commit");
             }
         }
-        CommitMode::Sync => emit_commit(consumer.commit(&tpl, CommitMode::Sync), telemetry),
+        CommitMode::Sync => {
+            let result = consumer.commit(&tpl, CommitMode::Sync);
+            if result.is_ok() {
+                assignment.lock().confirmed(&tpl);
+            }
+            emit_commit(result, telemetry)
+        }
     }
 }
 
@@ -609,7 +621,7 @@ pub async fn consume(
                 last_delivery = Instant::now();
                 let positions = delivered.borrow_and_update().clone();
                 let offsets = assignment.lock().commit_further(&positions, None);
-                commit(&consumer, &offsets, CommitMode::Async, CommitTrigger::Scrape, &telemetry);
+                commit(&consumer, &offsets, CommitMode::Async, CommitTrigger::Scrape, &assignment, &telemetry);
                 continue;
             }
             _ = tick.tick() => {
@@ -618,7 +630,7 @@ pub async fn consume(
                     last_delivery = Instant::now();
                     let processed = pipeline.aggregator().positions().clone();
                     let offsets = assignment.lock().commit_further(&processed, None);
-                    commit(&consumer, &offsets, CommitMode::Async, CommitTrigger::Unscraped, &telemetry);
+                    commit(&consumer, &offsets, CommitMode::Async, CommitTrigger::Unscraped, &assignment, &telemetry);
                 }
                 if assignment.restoring() {
                     // Progress for /readyz, and the restores whose last offsets hold no message:
@@ -695,17 +707,14 @@ pub async fn consume(
     }
     tracing::info!("shutting down: committing the offsets scrapes delivered");
     consumer.context().leaving.store(true, Ordering::Relaxed);
-    let offsets = {
-        let mut state = assignment.lock();
-        state.commit_further(&delivered.borrow(), None);
-        // All of them again, synchronously: an asynchronous commit may still be on its way.
-        state.committed()
-    };
+    // Synchronously, and again any not confirmed yet: an asynchronous commit may still be on its way.
+    let offsets = assignment.lock().commit_further(&delivered.borrow(), None);
     commit(
         &consumer,
         &offsets,
         CommitMode::Sync,
         CommitTrigger::Shutdown,
+        &assignment,
         &telemetry,
     );
     consumer.unsubscribe();
