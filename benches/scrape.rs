@@ -1,7 +1,10 @@
 //! A `/metrics` scrape with 10,000 workflows: `cargo bench --bench scrape`.
 //!
 //! `snapshot` is the part that holds the aggregation's lock (consumption waits meanwhile);
-//! `snapshot_and_render` is the whole exposition of the workflow metrics.
+//! `snapshot_and_render` is the whole exposition of the workflow metrics in the text format 0.0.4,
+//! `render_openmetrics` and `render_protobuf` the same in the other formats (protobuf with native
+//! and classic histogram buckets), and `*_gzip` each with the compression a gzip scrape adds. The
+//! bytes each puts on the wire are printed first.
 //!
 //! `thresholds_*` is one evaluation of four kinds of threshold (and 20 glob overrides) over the same
 //! workflows: `observe` holds the aggregation's lock, `update` moves the states after it; `cold`
@@ -11,6 +14,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::Config;
 use hatchet_run_metrics::decode::decode;
+use hatchet_run_metrics::exporter::gzip;
+use hatchet_run_metrics::exporter::protobuf::ProtobufWriter;
+use hatchet_run_metrics::exporter::text::TextWriter;
 use hatchet_run_metrics::exporter::{Snapshot, WindowEnd};
 use hatchet_run_metrics::ids::Partition;
 use hatchet_run_metrics::thresholds::evaluate::ThresholdEvaluator;
@@ -50,22 +56,43 @@ fn bench(c: &mut Criterion) {
             .timestamp_nanos_opt()
             .unwrap(),
     );
-    let mut out = String::new();
-    Snapshot::take(&agg, end).render(&mut out);
-    println!(
-        "exposition of {WORKFLOWS} workflows: {} lines, {} bytes",
-        out.lines().count(),
-        out.len()
-    );
+    let text = |open_metrics: bool| {
+        let mut out = String::with_capacity(64 << 20);
+        let mut writer = TextWriter::new(&mut out, open_metrics);
+        Snapshot::take(&agg, end).render(&mut writer);
+        writer.finish();
+        out.into_bytes()
+    };
+    let protobuf = || {
+        let mut out = Vec::with_capacity(64 << 20);
+        let mut writer = ProtobufWriter::new(&mut out, true);
+        Snapshot::take(&agg, end).render(&mut writer);
+        writer.finish();
+        out
+    };
+    for (format, page) in [
+        ("text 0.0.4", text(false)),
+        ("OpenMetrics", text(true)),
+        ("protobuf", protobuf()),
+    ] {
+        let zipped = gzip::shared_part(&page).0.len();
+        println!(
+            "exposition of {WORKFLOWS} workflows, {format}: {} bytes, {zipped} gzipped ({:.1}x fewer)",
+            page.len(),
+            page.len() as f64 / zipped as f64
+        );
+    }
     let mut group = c.benchmark_group(format!("scrape_{WORKFLOWS}_workflows"));
     group.sample_size(10);
     group.bench_function("snapshot", |b| b.iter(|| black_box(Snapshot::take(&agg, end))));
-    group.bench_function("snapshot_and_render", |b| {
-        b.iter(|| {
-            let mut out = String::with_capacity(64 << 20);
-            Snapshot::take(&agg, end).render(&mut out);
-            black_box(out)
-        })
+    group.bench_function("snapshot_and_render", |b| b.iter(|| black_box(text(false))));
+    group.bench_function("snapshot_and_render_gzip", |b| {
+        b.iter(|| black_box(gzip::shared_part(&text(false))))
+    });
+    group.bench_function("render_openmetrics", |b| b.iter(|| black_box(text(true))));
+    group.bench_function("render_protobuf", |b| b.iter(|| black_box(protobuf())));
+    group.bench_function("render_protobuf_gzip", |b| {
+        b.iter(|| black_box(gzip::shared_part(&protobuf())))
     });
     group.finish();
 

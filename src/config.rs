@@ -9,6 +9,7 @@
 use crate::aggregate::label_value::{self, MIN_LABEL_VALUE_BYTES};
 use crate::aggregate::lifecycle::LifecycleLimits;
 use crate::aggregate::metadata_labels::MAX_METADATA_LABELS;
+use crate::aggregate::native_histogram::{NativeSettings, MAX_SCHEMA};
 use crate::aggregate::{outcome_memory::OutcomeMemoryLimits, AggregateSettings, TimestampLimits};
 use crate::ids::Uuid128;
 use crate::model::V1TaskStatus;
@@ -110,6 +111,10 @@ pub struct HttpConfig {
     /// included; when slow clients still hold that many, a scrape gets the newest of them
     /// (`hatchet_run_metrics_http_stale_pages_served_total`). At least 2. Default 3.
     pub max_pages: usize,
+    /// Protobuf scrapes get the duration and queue-wait histograms' classic buckets beside their
+    /// native ones, for dashboards built on `_bucket` series during a migration (the text
+    /// formats always get the classic buckets, and only them). Default `true`.
+    pub protobuf_classic_buckets: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +173,15 @@ pub struct MetricsConfig {
     /// are not believed either (`field="duration"`). Default `"3650d"`.
     #[serde(deserialize_with = "human_duration")]
     pub timestamp_max_age: Duration,
+    /// Native (exponential) buckets of `hatchet_workflow_run_duration_seconds` and
+    /// `_queue_seconds`, served to protobuf scrapes (Prometheus with native histograms on):
+    /// each bucket `2^(2^-schema)` wide, 0.54% at 7, 1.09% at 6. 0 to 8; `-1` turns them off.
+    /// Default 7.
+    pub native_histogram_schema: i8,
+    /// At most this many native buckets per histogram: past it, the histogram's schema is
+    /// lowered by one (its buckets merge in pairs), as Prometheus's client libraries do. 8 to
+    /// 10000. Default 320 (2.5 octaves of durations at schema 7, 5 at 6).
+    pub native_histogram_max_buckets: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +305,7 @@ impl Default for HttpConfig {
             write_timeout: Duration::from_secs(30),
             page_max_age: Duration::from_secs(1),
             max_pages: 3,
+            protobuf_classic_buckets: true,
         }
     }
 }
@@ -310,6 +325,8 @@ impl Default for MetricsConfig {
             idle_expiry: Duration::from_secs(48 * 3600),
             failure_ratio_windows: vec!["5m".into(), "1h".into()],
             max_label_value_bytes: 128,
+            native_histogram_schema: 7,
+            native_histogram_max_buckets: 320,
             timestamp_max_ahead: Duration::from_secs(600),
             timestamp_max_age: Duration::from_secs(3650 * 86400),
         }
@@ -623,6 +640,18 @@ impl Config {
                 format!("must lie between {MIN_LABEL_VALUE_BYTES} and 4096"),
             );
         }
+        if !(-1..=MAX_SCHEMA).contains(&self.metrics.native_histogram_schema) {
+            return fail(
+                "metrics.native_histogram_schema",
+                "must lie between 0 and 8 (Prometheus's schemas), or be -1 (off)".into(),
+            );
+        }
+        if !(8..=10_000).contains(&self.metrics.native_histogram_max_buckets) {
+            return fail(
+                "metrics.native_histogram_max_buckets",
+                "must lie between 8 and 10000".into(),
+            );
+        }
         if self.metrics.timestamp_max_ahead < Duration::from_secs(1) {
             return fail("metrics.timestamp_max_ahead", "must be at least 1s".into());
         }
@@ -809,6 +838,10 @@ impl Config {
                 max_ahead_nanos: nanos(self.metrics.timestamp_max_ahead),
                 max_age_nanos: nanos(self.metrics.timestamp_max_age),
             },
+            native_histograms: (self.metrics.native_histogram_schema >= 0).then_some(NativeSettings {
+                schema: self.metrics.native_histogram_schema,
+                max_buckets: self.metrics.native_histogram_max_buckets,
+            }),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod failure_window;
 pub mod label_value;
 pub mod lifecycle;
 pub mod metadata_labels;
+pub mod native_histogram;
 pub mod outcome_memory;
 pub mod partitioned;
 pub mod quantile_window;
@@ -20,6 +21,7 @@ use failure_window::FailureRatioWindow;
 use label_value::AlterationCounts;
 use lifecycle::{InFlight, LifecycleLimits, RunLifecycle};
 use metadata_labels::{MetadataKey, MetadataLabels, ALL_OVERFLOW};
+use native_histogram::{NativeBuckets, NativeSettings};
 use outcome_memory::{OutcomeKey, OutcomeMemory, OutcomeMemoryLimits, NOT_FINISHED};
 use partitioned::PartitionedWindow;
 use quantile_window::QuantileWindow;
@@ -70,6 +72,8 @@ pub struct AggregateSettings {
     pub max_label_value_bytes: usize,
     /// How far from the wall clock a timestamp may lie and still be believed.
     pub timestamps: TimestampLimits,
+    /// Native buckets of the duration and queue-wait histograms; `None`: off.
+    pub native_histograms: Option<NativeSettings>,
 }
 
 /// How far from the wall clock a message's timestamp may lie before it is taken as absent (and
@@ -201,28 +205,32 @@ pub enum Applied {
     InProgress,
 }
 
-/// Observations of one histogram: per-bucket counts (the last is `+Inf`), their sum and count.
+/// Observations of one histogram: per-bucket counts (the last is `+Inf`), their sum and count,
+/// and the same observations in native buckets when those are on.
 #[derive(Debug, Clone)]
 pub struct DurationHistogram {
     pub bucket_counts: Box<[u64]>,
     pub sum: f64,
     pub count: u64,
+    pub native: NativeBuckets,
 }
 
 impl DurationHistogram {
-    fn new(bounds: usize) -> DurationHistogram {
+    fn new(bounds: usize, native: Option<NativeSettings>) -> DurationHistogram {
         DurationHistogram {
             bucket_counts: vec![0; bounds + 1].into_boxed_slice(),
             sum: 0.0,
             count: 0,
+            native: NativeBuckets::new(native),
         }
     }
 
-    fn observe(&mut self, bounds: &[f64], seconds: f64) {
+    fn observe(&mut self, bounds: &[f64], seconds: f64, native: Option<NativeSettings>) {
         let at = bounds.partition_point(|&le| le < seconds);
         self.bucket_counts[at] += 1;
         self.sum += seconds;
         self.count += 1;
+        self.native.observe(seconds, native);
     }
 }
 
@@ -482,6 +490,7 @@ impl Aggregator {
         let metadata_key =
             (!self.metadata_labels.is_empty()).then(|| self.metadata_labels.key_of(run.additional_metadata));
         let bounds = &self.settings.duration_buckets_seconds;
+        let native = self.settings.native_histograms;
         let index = outcome_index(run.status);
         if let Some(mut key) = metadata_key {
             // Values are capped per label, combinations per workflow too (the cap, plus the empty
@@ -494,22 +503,24 @@ impl Aggregator {
             let labelled = stats.by_metadata.entry(key).or_insert_with(|| {
                 let empty = LabelledOutcome {
                     runs: 0,
-                    duration: DurationHistogram::new(bounds.len()),
+                    duration: DurationHistogram::new(bounds.len(), native),
                 };
                 [empty.clone(), empty.clone(), empty]
             });
             labelled[index].runs += 1;
             if let Some(seconds) = duration_seconds {
-                labelled[index].duration.observe(bounds, seconds);
+                labelled[index].duration.observe(bounds, seconds, native);
             }
         }
         let outcome = &mut stats.outcomes[index];
         outcome.runs += 1;
         if let Some(seconds) = duration_seconds {
-            outcome.duration.observe(bounds, seconds);
+            outcome.duration.observe(bounds, seconds, native);
         }
         if let Some(seconds) = queue_seconds {
-            outcome.queue.observe(&self.settings.queue_buckets_seconds, seconds);
+            outcome
+                .queue
+                .observe(&self.settings.queue_buckets_seconds, seconds, native);
         }
         record_in_windows(
             stats,
@@ -608,8 +619,14 @@ impl Aggregator {
     fn new_series(&mut self, tenant: Uuid128, workflow: String, workflow_id: Option<Uuid128>) -> usize {
         let outcome = OutcomeStats {
             runs: 0,
-            duration: DurationHistogram::new(self.settings.duration_buckets_seconds.len()),
-            queue: DurationHistogram::new(self.settings.queue_buckets_seconds.len()),
+            duration: DurationHistogram::new(
+                self.settings.duration_buckets_seconds.len(),
+                self.settings.native_histograms,
+            ),
+            queue: DurationHistogram::new(
+                self.settings.queue_buckets_seconds.len(),
+                self.settings.native_histograms,
+            ),
         };
         let at = self.series.len();
         self.series_by_label.insert((tenant, workflow.clone()), at);

@@ -19,7 +19,9 @@
 //! axum routes the requests; hyper's connections are driven here because `axum::serve` has none
 //! of these limits.
 
-use super::page::{PageLimits, Served, SharedPages};
+use super::format::Format;
+use super::gzip;
+use super::page::{PageBudget, PageLimits, RenderFailed, Served, SharedPages};
 use super::{service_exposition, workflow_exposition, WindowEnd, WorkflowPage};
 use crate::config::HttpConfig;
 use crate::events::{
@@ -29,8 +31,8 @@ use crate::events::{
 use crate::ids::Positions;
 use crate::pipeline::now_nanos;
 use crate::service::Service;
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -68,8 +70,33 @@ too many connections (http.max_connections)\n";
 #[derive(Clone)]
 struct Endpoints {
     service: Service,
-    pages: SharedPages<Positions>,
+    /// One set of shared pages per format, plain and gzipped.
+    pages: Arc<Vec<(Variant, SharedPages<Shown>)>>,
     max_pages: usize,
+    /// Protobuf histograms keep their classic buckets (`http.protobuf_classic_buckets`).
+    classic: bool,
+    /// One filtered scrape (`?name[]=`) renders at a time: each is a render of its own.
+    filtered: Arc<Semaphore>,
+}
+
+/// A page's format, and whether it is gzipped.
+type Variant = (Format, bool);
+
+/// What a shared page shows besides its bytes.
+#[derive(Clone)]
+struct Shown {
+    positions: Positions,
+    /// For a gzipped page: what its scrapes' own parts continue from.
+    gzip: Option<gzip::SharedPart>,
+}
+
+impl Endpoints {
+    fn pages(&self, format: Format, gzip: bool) -> &SharedPages<Shown> {
+        let at = (self.pages.iter())
+            .position(|(variant, _)| *variant == (format, gzip))
+            .unwrap_or(0);
+        &self.pages[at].1
+    }
 }
 
 /// Serves until `shutdown` resolves, then lets responses in progress finish (for
@@ -81,18 +108,26 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let telemetry = service.telemetry().clone();
-    let pages = SharedPages::new(PageLimits {
+    let page_limits = PageLimits {
         max_age: limits.page_max_age,
         max_pages: limits.max_pages,
-    });
+    };
+    // One cap for the pages of every format and encoding together.
+    let budget = PageBudget::default();
+    let pages = (Format::ALL.iter())
+        .flat_map(|format| [(*format, false), (*format, true)])
+        .map(|variant| (variant, SharedPages::sharing(page_limits, budget.clone())))
+        .collect();
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(Endpoints {
             service,
-            pages,
+            pages: Arc::new(pages),
             max_pages: limits.max_pages,
+            classic: limits.protobuf_classic_buckets,
+            filtered: Arc::new(Semaphore::new(1)),
         });
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
@@ -180,18 +215,35 @@ fn refuse(stream: TcpStream) {
 async fn metrics(
     State(endpoints): State<Endpoints>,
     Extension(connection): Extension<Arc<Activity>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> axum::response::Response {
+    let header_text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    let format = Format::negotiate(header_text(header::ACCEPT));
+    let gzipped = accepts_gzip(header_text(header::ACCEPT_ENCODING));
+    if let Some(names) = filter(query.as_deref()) {
+        return filtered(endpoints, format, gzipped, names).await;
+    }
     let service = endpoints.service.clone();
+    let classic = endpoints.classic;
     // Rendering 10,000 workflows takes milliseconds of CPU: `SharedPages` runs it on a blocking thread.
-    let page = endpoints.pages.get(move || {
+    let page = endpoints.pages(format, gzipped).get(move || {
         let started = Instant::now();
-        let WorkflowPage { text, positions } = workflow_exposition(&service, WindowEnd::At(now_nanos()));
+        let WorkflowPage { body, positions } =
+            workflow_exposition(&service, WindowEnd::At(now_nanos()), format, classic);
+        let (body, gzip) = match gzipped {
+            true => {
+                let (deflated, part) = gzip::shared_part(&body);
+                (deflated, Some(part))
+            }
+            false => (body, None),
+        };
         MetricsPageRendered {
-            bytes: text.len(),
+            bytes: body.len(),
             seconds: started.elapsed().as_secs_f64(),
         }
         .emit(service.telemetry());
-        (text, positions)
+        (body, Shown { positions, gzip })
     });
     match page.await {
         Ok(page) => {
@@ -202,26 +254,99 @@ async fn metrics(
                 }
                 .emit(endpoints.service.telemetry());
             }
-            let own = Bytes::from(service_exposition(endpoints.service.telemetry()));
-            (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                axum::body::Body::new(ScrapeBody {
-                    shared: Some(page.body),
-                    own: Some(own),
-                    delivery: Some((
-                        connection,
-                        Delivery {
-                            service: endpoints.service.clone(),
-                            positions: page.shows,
-                        },
-                    )),
-                }),
-            )
-                .into_response()
+            let own = service_exposition(endpoints.service.telemetry(), format);
+            let own = match &page.shows.gzip {
+                Some(part) => gzip::own_part(part, &own),
+                None => own,
+            };
+            let body = ScrapeBody {
+                shared: Some(page.body),
+                own: Some(Bytes::from(own)),
+                delivery: Some((
+                    connection,
+                    Delivery {
+                        service: endpoints.service.clone(),
+                        positions: page.shows.positions,
+                    },
+                )),
+            };
+            response(format, gzipped, axum::body::Body::new(body))
+        }
+        Err(error @ RenderFailed::Busy(_)) => {
+            tracing::debug!(%error, "a scrape was refused");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response()
         }
         // A scrape must fail visibly rather than look like an empty target.
         Err(error) => {
             tracing::error!(%error, "rendering /metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+        }
+    }
+}
+
+/// A `/metrics` answer of `format`: its exact `Content-Type`, and `Vary`, since the same URL
+/// answers in several formats and encodings.
+fn response(format: Format, gzipped: bool, body: axum::body::Body) -> axum::response::Response {
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::VARY,
+        header::HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
+    if gzipped {
+        headers.insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+/// Whether `Accept-Encoding` takes gzip (`gzip`, `x-gzip` or `*`, with a `q` above zero).
+fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accept_encoding.unwrap_or_default().split(',').any(|entry| {
+        let mut parts = entry.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = (parts.filter_map(|p| p.strip_prefix("q=")))
+            .next()
+            .map_or(1.0, |q| q.trim().parse().unwrap_or(0.0));
+        matches!(coding.as_str(), "gzip" | "x-gzip" | "*") && q > 0.0
+    })
+}
+
+/// The families a scrape asks for with `name[]=` (as Prometheus's Go client takes them), if any.
+fn filter(query: Option<&str>) -> Option<Vec<String>> {
+    let names: Vec<String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "name[]")
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// A scrape of some families only: rendered for it alone, one at a time, and not a delivery
+/// (it does not show every count, so no commit follows it).
+async fn filtered(endpoints: Endpoints, format: Format, gzipped: bool, names: Vec<String>) -> axum::response::Response {
+    let Ok(_turn) = endpoints.filtered.clone().acquire_owned().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let service = endpoints.service.clone();
+    let classic = endpoints.classic;
+    let rendered = tokio::task::spawn_blocking(move || {
+        let end = WindowEnd::At(now_nanos());
+        let mut body = super::render_filtered(&service, end, format, classic, &|name| {
+            names
+                .iter()
+                .any(|n| n == name || name.strip_suffix("_total") == Some(n.as_str()))
+        });
+        if gzipped {
+            let (mut deflated, part) = gzip::shared_part(&body);
+            deflated.extend(gzip::own_part(&part, b""));
+            body = deflated;
+        }
+        body
+    })
+    .await;
+    match rendered {
+        Ok(body) => response(format, gzipped, axum::body::Body::from(body)),
+        Err(error) => {
+            tracing::error!(%error, "rendering a filtered /metrics failed");
             (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
         }
     }

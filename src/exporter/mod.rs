@@ -4,10 +4,14 @@
 //! A scrape copies what it needs under the aggregation's lock ([`Snapshot::take`]) and formats
 //! outside it, so consumption is held up only for the copy.
 
+pub mod format;
+pub mod gzip;
 pub mod http;
 pub mod page;
+pub mod protobuf;
 pub mod text;
 mod thresholds;
+pub mod writer;
 
 use crate::aggregate::label_value::AlterationCounts;
 use crate::aggregate::lifecycle::InFlight;
@@ -18,8 +22,11 @@ use crate::aggregate::{
 use crate::events::Telemetry;
 use crate::ids::Positions;
 use crate::service::Service;
+use format::Format;
+use protobuf::ProtobufWriter;
 use std::fmt::Write;
-use text::{escape_label, format_float, header, histogram, sample};
+use text::{escape_label, TextWriter};
+use writer::{Kind, Writer};
 
 /// Where the failure-ratio windows end.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +62,7 @@ struct SeriesSnapshot {
 pub struct Snapshot {
     with_metadata_labels: bool,
     queue_wait_quantiles: bool,
-    quantiles: Vec<String>,
+    quantiles: Vec<f64>,
     duration_bounds: Vec<f64>,
     queue_bounds: Vec<f64>,
     windows: Vec<String>,
@@ -137,7 +144,7 @@ impl Snapshot {
         Snapshot {
             with_metadata_labels: !aggregator.metadata_labels().is_empty(),
             queue_wait_quantiles: settings.queue_wait_quantiles,
-            quantiles: settings.quantiles.iter().map(|q| format_float(*q)).collect(),
+            quantiles: settings.quantiles.clone(),
             duration_bounds: settings.duration_buckets_seconds.clone(),
             queue_bounds: settings.queue_buckets_seconds.clone(),
             windows: settings
@@ -168,33 +175,35 @@ impl Snapshot {
         }
     }
 
-    /// The workflow metrics in the Prometheus text format (version 0.0.4).
-    pub fn render(&self, out: &mut String) {
+    /// The workflow metrics, in whichever format `out` writes.
+    pub fn render(&self, out: &mut dyn Writer) {
         let outcomes = self.outcome_rows();
-        header(out, "hatchet_workflow_runs_total", "counter", "Workflow runs that reached an outcome (COMPLETED, FAILED, CANCELLED); a replayed run that finishes again counts again.");
+        out.family("hatchet_workflow_runs_total", Kind::Counter, "Workflow runs that reached an outcome (COMPLETED, FAILED, CANCELLED); a replayed run that finishes again counts again.");
         for (labels, runs, _) in &outcomes {
-            sample(out, "hatchet_workflow_runs_total", labels, *runs as f64);
+            out.value(labels, *runs as f64, None);
         }
-        histogram(
-            out,
+        out.family(
             "hatchet_workflow_run_duration_seconds",
+            Kind::Histogram,
             "Duration of workflow runs from startedAt to finishedAt, by outcome; runs without a trustworthy duration are counted in hatchet_workflow_runs_total only.",
-            &self.duration_bounds,
-            outcomes.iter().map(|(labels, _, h)| (labels, *h)),
         );
+        for (labels, _, h) in &outcomes {
+            out.histogram(labels, &self.duration_bounds, h, None);
+        }
         let queue_rows: Vec<(String, &DurationHistogram)> = (self.series.iter())
             .flat_map(|s| {
                 (OUTCOME_STATUSES.iter().zip(&s.outcomes))
                     .map(|(status, o)| (labels(s, Some(status.as_str()), None), &o.queue))
             })
             .collect();
-        histogram(
-            out,
+        out.family(
             "hatchet_workflow_run_queue_seconds",
+            Kind::Histogram,
             "Time workflow runs waited from createdAt to startedAt (of the latest attempt), by outcome; runs that never started are not observed.",
-            &self.queue_bounds,
-            queue_rows.iter().map(|(labels, h)| (labels, *h)),
         );
+        for (labels, h) in &queue_rows {
+            out.histogram(labels, &self.queue_bounds, h, None);
+        }
         self.render_summary(
             out,
             "hatchet_workflow_run_duration_window_seconds",
@@ -209,219 +218,126 @@ impl Snapshot {
                 |s| &s.queue_summaries,
             );
         }
-        header(out, "hatchet_workflow_failure_ratio", "gauge", "FAILED outcomes over all outcomes whose finishedAt lies in the window; absent while the window holds no outcome.");
+        out.family("hatchet_workflow_failure_ratio", Kind::Gauge, "FAILED outcomes over all outcomes whose finishedAt lies in the window; absent while the window holds no outcome.");
         for s in &self.series {
             for (window, ratio) in self.windows.iter().zip(&s.ratios) {
                 if let Some(ratio) = ratio {
-                    sample(
-                        out,
-                        "hatchet_workflow_failure_ratio",
-                        &labels(s, None, Some(window)),
-                        *ratio,
-                    );
+                    out.value(&labels(s, None, Some(window)), *ratio, None);
                 }
             }
         }
-        header(
-            out,
+        out.family(
             "hatchet_workflow_runs_in_flight",
-            "gauge",
+            Kind::Gauge,
             "Runs whose latest update is QUEUED or RUNNING.",
         );
         for s in &self.series {
             for (status, count) in [("QUEUED", s.in_flight.queued), ("RUNNING", s.in_flight.running)] {
-                sample(
-                    out,
-                    "hatchet_workflow_runs_in_flight",
-                    &labels(s, Some(status), None),
-                    count as f64,
-                );
+                out.value(&labels(s, Some(status), None), count as f64, None);
             }
         }
-        header(
-            out,
+        out.family(
             "hatchet_workflow_oldest_running_run_age_seconds",
-            "gauge",
+            Kind::Gauge,
             "Seconds since the startedAt of the oldest run still RUNNING; absent when none runs.",
         );
         for s in &self.series {
             if let Some(age) = s.oldest_running_age {
-                sample(
-                    out,
-                    "hatchet_workflow_oldest_running_run_age_seconds",
-                    &labels(s, None, None),
-                    age,
-                );
+                out.value(&labels(s, None, None), age, None);
             }
         }
-        header(
-            out,
+        out.family(
             "hatchet_workflow_run_retries_total",
-            "counter",
+            Kind::Counter,
             "Runs going from RUNNING back to QUEUED (automatic retries).",
         );
         for s in &self.series {
-            sample(
-                out,
-                "hatchet_workflow_run_retries_total",
-                &labels(s, None, None),
-                s.retries as f64,
-            );
+            out.value(&labels(s, None, None), s.retries as f64, None);
         }
-        header(
-            out,
+        out.family(
             "hatchet_workflow_run_replays_total",
-            "counter",
+            Kind::Counter,
             "Finished runs coming back (manual replays).",
         );
         for s in &self.series {
-            sample(
-                out,
-                "hatchet_workflow_run_replays_total",
-                &labels(s, None, None),
-                s.replays as f64,
-            );
+            out.value(&labels(s, None, None), s.replays as f64, None);
         }
-        header(
-            out,
+        out.family(
             "hatchet_run_metrics_runs_tracked",
-            "gauge",
+            Kind::Gauge,
             "Runs tracked for in-flight, retries and replays (runs.max_tracked caps it).",
         );
-        sample(out, "hatchet_run_metrics_runs_tracked", "", self.runs_tracked as f64);
-        header(
-            out,
+        out.value("", self.runs_tracked as f64, None);
+        out.family(
             "hatchet_run_metrics_runs_forgotten_total",
-            "counter",
+            Kind::Counter,
             "Tracked runs forgotten, by why: age (runs.max_age without an update) or cap (runs.max_tracked).",
         );
-        sample(
-            out,
-            "hatchet_run_metrics_runs_forgotten_total",
-            "why=\"age\"",
-            self.runs_forgotten_by_age as f64,
-        );
-        sample(
-            out,
-            "hatchet_run_metrics_runs_forgotten_total",
-            "why=\"cap\"",
-            self.runs_forgotten_at_cap as f64,
-        );
-        header(
-            out,
-            "hatchet_run_metrics_runs_changed_partition_total",
-            "counter",
-            "Updates of a tracked run that arrived on another partition than its previous one: its producer does not key messages by run id, so two members may each show the run.",
-        );
-        sample(
-            out,
-            "hatchet_run_metrics_runs_changed_partition_total",
-            "",
-            self.runs_changed_partition as f64,
-        );
-        header(out, "hatchet_run_metrics_metadata_values_folded_total", "counter", "Outcomes whose value of a metadata label was folded into __overflow__ (metrics.metadata_label_max_values).");
-        sample(
-            out,
-            "hatchet_run_metrics_metadata_values_folded_total",
-            "",
-            self.metadata_values_folded as f64,
-        );
-        header(out, "hatchet_run_metrics_label_values_altered_total", "counter", "Distinct label values from messages altered to be label values, by label and why: too_long (cut to metrics.max_label_value_bytes, with a hash) or control_characters (replaced by U+FFFD).");
+        out.value("why=\"age\"", self.runs_forgotten_by_age as f64, None);
+        out.value("why=\"cap\"", self.runs_forgotten_at_cap as f64, None);
+        out.family("hatchet_run_metrics_runs_changed_partition_total", Kind::Counter, "Updates of a tracked run that arrived on another partition than its previous one: its producer does not key messages by run id, so two members may each show the run.");
+        out.value("", self.runs_changed_partition as f64, None);
+        out.family("hatchet_run_metrics_metadata_values_folded_total", Kind::Counter, "Outcomes whose value of a metadata label was folded into __overflow__ (metrics.metadata_label_max_values).");
+        out.value("", self.metadata_values_folded as f64, None);
+        out.family("hatchet_run_metrics_label_values_altered_total", Kind::Counter, "Distinct label values from messages altered to be label values, by label and why: too_long (cut to metrics.max_label_value_bytes, with a hash) or control_characters (replaced by U+FFFD).");
         for (label, counts) in &self.label_values_altered {
             for (why, count) in [("too_long", counts.cut), ("control_characters", counts.replaced)] {
-                sample(
-                    out,
-                    "hatchet_run_metrics_label_values_altered_total",
+                out.value(
                     &format!("label=\"{}\",why=\"{why}\"", escape_label(label)),
                     count as f64,
+                    None,
                 );
             }
         }
-        header(out, "hatchet_run_metrics_implausible_values_total", "counter", "Values of updates not believed, by field: timestamps beyond metrics.timestamp_max_ahead or timestamp_max_age of the wall clock (taken as absent), durations over a year (not observed).");
+        out.family("hatchet_run_metrics_implausible_values_total", Kind::Counter, "Values of updates not believed, by field: timestamps beyond metrics.timestamp_max_ahead or timestamp_max_age of the wall clock (taken as absent), durations over a year (not observed).");
         for (field, count) in self.implausible.by_field() {
-            sample(
-                out,
-                "hatchet_run_metrics_implausible_values_total",
-                &format!("field=\"{field}\""),
-                count as f64,
-            );
+            out.value(&format!("field=\"{field}\""), count as f64, None);
         }
-        header(
-            out,
+        out.family(
             "hatchet_run_metrics_workflows_tracked",
-            "gauge",
+            Kind::Gauge,
             "Workflows with series of their own (metrics.max_workflows caps it; overflow series excluded).",
         );
-        sample(
-            out,
-            "hatchet_run_metrics_workflows_tracked",
-            "",
-            self.tracked_workflows as f64,
-        );
-        header(out, "hatchet_run_metrics_overflow_updates_total", "counter", "Updates of workflows beyond metrics.max_workflows, counted in their tenant's workflow=\"__overflow__\" series.");
-        sample(
-            out,
-            "hatchet_run_metrics_overflow_updates_total",
-            "",
-            self.overflow_updates as f64,
-        );
-        header(
-            out,
+        out.value("", self.tracked_workflows as f64, None);
+        out.family("hatchet_run_metrics_overflow_updates_total", Kind::Counter, "Updates of workflows beyond metrics.max_workflows, counted in their tenant's workflow=\"__overflow__\" series.");
+        out.value("", self.overflow_updates as f64, None);
+        out.family(
             "hatchet_run_metrics_workflows_expired_total",
-            "counter",
+            Kind::Counter,
             "Workflow series dropped after metrics.idle_expiry without an update.",
         );
-        sample(
-            out,
-            "hatchet_run_metrics_workflows_expired_total",
-            "",
-            self.expired_workflows as f64,
-        );
-        header(
-            out,
+        out.value("", self.expired_workflows as f64, None);
+        out.family(
             "hatchet_run_metrics_outcomes_remembered",
-            "gauge",
+            Kind::Gauge,
             "Counted outcomes remembered to recognise redeliveries (config outcomes.max_remembered caps it).",
         );
-        sample(
-            out,
-            "hatchet_run_metrics_outcomes_remembered",
-            "",
-            self.remembered as f64,
-        );
-        header(out, "hatchet_run_metrics_outcomes_forgotten_total", "counter", "Remembered outcomes forgotten, by why: age (outcomes.max_age) or cap (outcomes.max_remembered; a redelivery after that counts again).");
-        sample(
-            out,
-            "hatchet_run_metrics_outcomes_forgotten_total",
-            "why=\"age\"",
-            self.forgotten_by_age as f64,
-        );
-        sample(
-            out,
-            "hatchet_run_metrics_outcomes_forgotten_total",
-            "why=\"cap\"",
-            self.forgotten_at_cap as f64,
-        );
+        out.value("", self.remembered as f64, None);
+        out.family("hatchet_run_metrics_outcomes_forgotten_total", Kind::Counter, "Remembered outcomes forgotten, by why: age (outcomes.max_age) or cap (outcomes.max_remembered; a redelivery after that counts again).");
+        out.value("why=\"age\"", self.forgotten_by_age as f64, None);
+        out.value("why=\"cap\"", self.forgotten_at_cap as f64, None);
     }
 }
 
 impl Snapshot {
     fn render_summary(
         &self,
-        out: &mut String,
+        out: &mut dyn Writer,
         name: &str,
         help: &str,
         summaries: impl Fn(&SeriesSnapshot) -> &Vec<(String, WindowSummary)>,
     ) {
-        header(out, name, "summary", help);
+        out.family(name, Kind::Summary, help);
         for s in &self.series {
             let base = labels(s, None, None);
             for (extra, window) in summaries(s) {
-                for (q, value) in self.quantiles.iter().zip(&window.quantiles) {
-                    let _ = writeln!(out, "{name}{{{base}{extra},quantile=\"{q}\"}} {}", format_float(*value));
-                }
-                let _ = writeln!(out, "{name}_sum{{{base}{extra}}} {}", format_float(window.sum));
-                let _ = writeln!(out, "{name}_count{{{base}{extra}}} {}", window.count);
+                out.summary(
+                    &format!("{base}{extra}"),
+                    &self.quantiles,
+                    &window.quantiles,
+                    window.sum,
+                    window.count,
+                );
             }
         }
     }
@@ -446,22 +362,46 @@ impl Snapshot {
     }
 }
 
-/// The whole exposition: workflow metrics, then the service's own.
+/// The whole exposition in the text format 0.0.4: workflow metrics, then the service's own.
 pub fn exposition(service: &Service, end: WindowEnd) -> String {
-    let mut out = workflow_exposition(service, end).text;
-    text::registry(&mut out, service.telemetry());
-    out
+    let mut out = workflow_exposition(service, end, Format::Text, true).body;
+    out.extend(service_exposition(service.telemetry(), Format::Text));
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The workflow metrics and thresholds, and how far each partition's messages are counted in them.
+/// The workflow metrics and thresholds in one format, and how far each partition's messages are
+/// counted in them.
 pub struct WorkflowPage {
-    pub text: String,
+    pub body: Vec<u8>,
     pub positions: Positions,
 }
 
+/// Runs `write` with the writer of `format`; `last`: the end of the exposition (OpenMetrics
+/// closes it with `# EOF`). `classic`: protobuf histograms keep their classic buckets.
+fn written(format: Format, classic: bool, last: bool, write: impl FnOnce(&mut dyn Writer)) -> Vec<u8> {
+    match format {
+        Format::Text | Format::OpenMetrics => {
+            let mut out = String::with_capacity(64 * 1024);
+            let mut writer = TextWriter::new(&mut out, format == Format::OpenMetrics);
+            write(&mut writer);
+            if last {
+                writer.finish();
+            }
+            out.into_bytes()
+        }
+        Format::Protobuf => {
+            let mut out = Vec::with_capacity(64 * 1024);
+            let mut writer = ProtobufWriter::new(&mut out, classic);
+            write(&mut writer);
+            writer.finish();
+            out
+        }
+    }
+}
+
 /// The workflow metrics and thresholds: nearly all of a large exposition, and the part that
-/// `/metrics` shares between the scrapes of about the same time.
-pub fn workflow_exposition(service: &Service, end: WindowEnd) -> WorkflowPage {
+/// `/metrics` shares between the scrapes of about the same time. `classic`: see [`written`].
+pub fn workflow_exposition(service: &Service, end: WindowEnd, format: Format, classic: bool) -> WorkflowPage {
     let mut snapshot = {
         let mut aggregator = service.pipeline().aggregator();
         if let WindowEnd::At(now) = end {
@@ -469,20 +409,44 @@ pub fn workflow_exposition(service: &Service, end: WindowEnd) -> WorkflowPage {
         }
         Snapshot::take(&aggregator, end)
     };
-    let mut out = String::with_capacity(64 * 1024);
-    snapshot.render(&mut out);
-    thresholds::render(&mut out, &service.thresholds());
+    let body = written(format, classic, false, |out| {
+        snapshot.render(out);
+        thresholds::render(out, &service.thresholds());
+    });
     WorkflowPage {
-        text: out,
+        body,
         positions: std::mem::take(&mut snapshot.positions),
     }
 }
 
-/// The service's own metrics from its registry: a few kilobytes, rendered for every scrape.
-pub fn service_exposition(telemetry: &Telemetry) -> String {
-    let mut out = String::new();
-    text::registry(&mut out, telemetry);
-    out
+/// Only the families `wanted` names (workflow families, thresholds and the service's own), in
+/// one format: a `/metrics?name[]=` scrape.
+pub fn render_filtered(
+    service: &Service,
+    end: WindowEnd,
+    format: Format,
+    classic: bool,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Vec<u8> {
+    let snapshot = {
+        let mut aggregator = service.pipeline().aggregator();
+        if let WindowEnd::At(now) = end {
+            aggregator.expire(now);
+        }
+        Snapshot::take(&aggregator, end)
+    };
+    written(format, classic, true, |out| {
+        let mut only = writer::Only::new(out, wanted);
+        snapshot.render(&mut only);
+        thresholds::render(&mut only, &service.thresholds());
+        writer::registry(&mut only, service.telemetry());
+    })
+}
+
+/// The service's own metrics from its registry: a few kilobytes, rendered for every scrape, and
+/// the end of the exposition.
+pub fn service_exposition(telemetry: &Telemetry, format: Format) -> Vec<u8> {
+    written(format, true, true, |out| writer::registry(out, telemetry))
 }
 
 fn labels(s: &SeriesSnapshot, status: Option<&str>, window: Option<&str>) -> String {

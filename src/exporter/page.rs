@@ -6,7 +6,9 @@
 //! [`PageLimits::max_age`] is reused. At most [`PageLimits::max_pages`] distinct pages exist at
 //! once, counting the one being rendered: when slow clients still hold that many, a scrape gets
 //! the newest of them instead of a new render. The pages held are then at most `max_pages` times
-//! the size of one, however many clients there are.
+//! the size of one, however many clients there are. Several [`SharedPages`] (one per format and
+//! encoding) can share the cap through a [`PageBudget`]: a scrape in a format none of the held
+//! pages is in is then refused ([`RenderFailed::Busy`]) rather than rendered past it.
 //!
 //! This module knows nothing of HTTP or of what a page says: it is given the function that
 //! renders one, and runs it on tokio's blocking threads. The render also returns what the page
@@ -47,15 +49,41 @@ pub struct Page<S> {
     pub shows: S,
 }
 
-/// The render panicked (or was abandoned); the next scrape tries again.
+/// Why a scrape got no page.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("rendering the page failed: {0}")]
-pub struct RenderFailed(String);
+pub enum RenderFailed {
+    /// The render panicked (or was abandoned); the next scrape tries again.
+    #[error("rendering the page failed: {0}")]
+    Failed(String),
+    /// `max_pages` pages are held by slow clients, none of them of the kind asked for.
+    #[error("{0} pages are held by slow clients, none in the format asked for (http.max_pages)")]
+    Busy(usize),
+}
+
+/// How many pages exist (alive, or being rendered) in a group of [`SharedPages`] that share
+/// `max_pages`: one per format and encoding, whose pages all count against the one cap.
+#[derive(Debug, Clone, Default)]
+pub struct PageBudget(Arc<std::sync::atomic::AtomicUsize>);
+
+impl PageBudget {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn take(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn give_back(&self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// The pages of one endpoint. Cloning it shares them.
 pub struct SharedPages<S> {
     limits: PageLimits,
     state: Arc<Mutex<Pages<S>>>,
+    budget: PageBudget,
 }
 
 impl<S> Clone for SharedPages<S> {
@@ -63,6 +91,7 @@ impl<S> Clone for SharedPages<S> {
         SharedPages {
             limits: self.limits,
             state: self.state.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -90,36 +119,56 @@ impl<S> Default for Pages<S> {
 struct HeldPage<S> {
     /// When its render started: the age of what it shows.
     rendered_at: Instant,
-    text: Weak<String>,
+    text: Weak<Rendered>,
     shows: S,
 }
 
-/// A rendered page as the owner of the bytes every client gets.
-struct PageText(Arc<String>);
+/// A rendered page; its place in the budget is given back when the last client lets go of it.
+struct Rendered {
+    bytes: Vec<u8>,
+    budget: PageBudget,
+}
 
-impl AsRef<[u8]> for PageText {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
+impl Drop for Rendered {
+    fn drop(&mut self) {
+        self.budget.give_back();
     }
 }
 
-fn body(text: Arc<String>) -> Bytes {
+/// A rendered page as the owner of the bytes every client gets.
+struct PageText(Arc<Rendered>);
+
+impl AsRef<[u8]> for PageText {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.bytes
+    }
+}
+
+fn body(text: Arc<Rendered>) -> Bytes {
     Bytes::from_owner(PageText(text))
 }
 
 enum Next<S> {
     Ready(Page<S>),
     Wait(oneshot::Receiver<RenderOutcome<S>>, Served),
+    Busy(usize),
 }
 
 impl<S: Clone + Send + 'static> SharedPages<S> {
     pub fn new(limits: PageLimits) -> SharedPages<S> {
+        SharedPages::sharing(limits, PageBudget::default())
+    }
+
+    /// Pages whose number counts against `budget` together with those of the other
+    /// [`SharedPages`] given it: `limits.max_pages` bounds them all.
+    pub fn sharing(limits: PageLimits, budget: PageBudget) -> SharedPages<S> {
         SharedPages {
             limits: PageLimits {
                 max_pages: limits.max_pages.max(1),
                 ..limits
             },
             state: Arc::default(),
+            budget,
         }
     }
 
@@ -129,25 +178,26 @@ impl<S: Clone + Send + 'static> SharedPages<S> {
     /// and a render once started finishes even if every scrape waiting for it gives up.
     pub fn get<F>(&self, render: F) -> impl Future<Output = Result<Page<S>, RenderFailed>> + Send + 'static
     where
-        F: FnOnce() -> (String, S) + Send + 'static,
+        F: FnOnce() -> (Vec<u8>, S) + Send + 'static,
     {
         let next = self.next(render);
         async move {
             let (outcome, served) = match next {
                 Next::Ready(page) => return Ok(page),
+                Next::Busy(held) => return Err(RenderFailed::Busy(held)),
                 Next::Wait(outcome, served) => (outcome, served),
             };
             match outcome.await {
                 Ok(Ok((body, shows))) => Ok(Page { body, served, shows }),
                 Ok(Err(failed)) => Err(failed),
-                Err(_) => Err(RenderFailed("the render was abandoned".into())),
+                Err(_) => Err(RenderFailed::Failed("the render was abandoned".into())),
             }
         }
     }
 
     fn next<F>(&self, render: F) -> Next<S>
     where
-        F: FnOnce() -> (String, S) + Send + 'static,
+        F: FnOnce() -> (Vec<u8>, S) + Send + 'static,
     {
         let now = Instant::now();
         let mut pages = lock(&self.state);
@@ -170,22 +220,26 @@ impl<S: Clone + Send + 'static> SharedPages<S> {
             waiting.push(sender);
             return Next::Wait(receiver, Served::Shared);
         }
-        if pages.held.len() >= self.limits.max_pages {
-            if let Some((age, text, shows)) = newest {
-                return Next::Ready(Page {
+        let held = self.budget.count();
+        if held >= self.limits.max_pages {
+            return match newest {
+                Some((age, text, shows)) => Next::Ready(Page {
                     body: body(text),
                     served: Served::AtLimit { age },
                     shows,
-                });
-            }
+                }),
+                None => Next::Busy(held),
+            };
         }
         let (sender, receiver) = oneshot::channel();
         pages.rendering = Some(vec![sender]);
+        self.budget.take();
         drop(pages);
         let in_flight = RenderInFlight {
             state: self.state.clone(),
             started: now,
             finished: false,
+            budget: self.budget.clone(),
         };
         tokio::task::spawn_blocking(move || {
             let rendered = std::panic::catch_unwind(AssertUnwindSafe(render));
@@ -201,16 +255,21 @@ struct RenderInFlight<S: Clone> {
     state: Arc<Mutex<Pages<S>>>,
     started: Instant,
     finished: bool,
+    /// Holds a place for the page: the page takes it over, a failed render gives it back.
+    budget: PageBudget,
 }
 
 impl<S: Clone> RenderInFlight<S> {
-    fn finish(mut self, rendered: std::thread::Result<(String, S)>) {
+    fn finish(mut self, rendered: std::thread::Result<(Vec<u8>, S)>) {
         self.finished = true;
         match rendered {
             Ok((mut text, shows)) => {
                 // The render grew the text by doubling: give back the unused half before it is held.
                 text.shrink_to_fit();
-                let text = Arc::new(text);
+                let text = Arc::new(Rendered {
+                    bytes: text,
+                    budget: self.budget.clone(),
+                });
                 let waiting = {
                     let mut pages = lock(&self.state);
                     pages.held.push(HeldPage {
@@ -226,8 +285,9 @@ impl<S: Clone> RenderInFlight<S> {
                 let why = (panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "it panicked".into());
+                self.budget.give_back();
                 let waiting = lock(&self.state).rendering.take();
-                answer(waiting, Err(RenderFailed(why)));
+                answer(waiting, Err(RenderFailed::Failed(why)));
             }
         }
     }
@@ -236,8 +296,9 @@ impl<S: Clone> RenderInFlight<S> {
 impl<S: Clone> Drop for RenderInFlight<S> {
     fn drop(&mut self) {
         if !self.finished {
+            self.budget.give_back();
             let waiting = lock(&self.state).rendering.take();
-            answer(waiting, Err(RenderFailed("the render was abandoned".into())));
+            answer(waiting, Err(RenderFailed::Failed("the render was abandoned".into())));
         }
     }
 }
@@ -271,21 +332,21 @@ mod tests {
     }
 
     /// A render that counts itself and writes which render it was, and shows its number.
-    fn counted(renders: &Arc<AtomicUsize>) -> impl FnOnce() -> (String, usize) + Send + 'static {
+    fn counted(renders: &Arc<AtomicUsize>) -> impl FnOnce() -> (Vec<u8>, usize) + Send + 'static {
         let renders = renders.clone();
         move || {
             let n = renders.fetch_add(1, Ordering::SeqCst) + 1;
-            (format!("page {n}\n"), n)
+            (format!("page {n}\n").into_bytes(), n)
         }
     }
 
     /// A render that counts itself once `release` is sent: it holds the render in progress.
-    fn gated(renders: &Arc<AtomicUsize>) -> (mpsc::Sender<()>, impl FnOnce() -> (String, usize) + Send + 'static) {
+    fn gated(renders: &Arc<AtomicUsize>) -> (mpsc::Sender<()>, impl FnOnce() -> (Vec<u8>, usize) + Send + 'static) {
         let (release, gate) = mpsc::channel::<()>();
         let renders = renders.clone();
         let render = move || {
             let _ = gate.recv();
-            ("the page\n".to_string(), renders.fetch_add(1, Ordering::SeqCst) + 1)
+            (b"the page\n".to_vec(), renders.fetch_add(1, Ordering::SeqCst) + 1)
         };
         (release, render)
     }
@@ -358,6 +419,32 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_that_share_a_budget_share_the_cap() {
+        let budget = PageBudget::default();
+        let limits = PageLimits {
+            max_age: Duration::ZERO,
+            max_pages: 2,
+        };
+        let (text, gzip) = (
+            SharedPages::<usize>::sharing(limits, budget.clone()),
+            SharedPages::<usize>::sharing(limits, budget.clone()),
+        );
+        let renders = Arc::new(AtomicUsize::new(0));
+        let held = [
+            text.get(counted(&renders)).await.unwrap(),
+            text.get(counted(&renders)).await.unwrap(),
+        ];
+        assert!(matches!(gzip.get(counted(&renders)).await, Err(RenderFailed::Busy(2))));
+        assert!(matches!(
+            text.get(counted(&renders)).await.unwrap().served,
+            Served::AtLimit { .. }
+        ));
+        drop(held);
+        assert_eq!(budget.count(), 0, "every page gave its place back");
+        assert_eq!(gzip.get(counted(&renders)).await.unwrap().served, Served::Rendered);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_page_nobody_holds_is_forgotten() {
         let pages = pages(Duration::ZERO, 2);
         let renders = Arc::new(AtomicUsize::new(0));
@@ -373,7 +460,7 @@ mod tests {
     async fn a_failed_render_fails_its_scrapes_and_the_next_one_renders_again() {
         let pages = pages(Duration::from_secs(3600), 3);
         let failed = pages
-            .get(|| -> (String, usize) { panic!("the aggregation is poisoned") })
+            .get(|| -> (Vec<u8>, usize) { panic!("the aggregation is poisoned") })
             .await
             .unwrap_err();
         assert!(failed.to_string().contains("the aggregation is poisoned"), "{failed}");

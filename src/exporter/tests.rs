@@ -43,7 +43,7 @@ fn run(agg: &mut Aggregator, id: &str, status: &str, duration_ms: i64) {
 
 fn render(agg: &Aggregator, end: WindowEnd) -> String {
     let mut out = String::new();
-    Snapshot::take(agg, end).render(&mut out);
+    Snapshot::take(agg, end).render(&mut TextWriter::new(&mut out, false));
     out
 }
 

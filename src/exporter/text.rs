@@ -1,58 +1,114 @@
-//! The Prometheus text format, version 0.0.4: the one writer of it. The workflow families, the
-//! thresholds' gauges and the service's own registry all go through here.
+//! The text formats, Prometheus's 0.0.4 and OpenMetrics 1.0: the one writer of each. The workflow
+//! families, the thresholds' gauges and the service's own registry all go through here.
 
+use super::writer::{Kind, Writer};
 use crate::aggregate::DurationHistogram;
-use crate::events::Telemetry;
-use prometheus::{Encoder, TextEncoder};
 use std::fmt::Write;
 
-/// `# HELP` and `# TYPE` of a family.
-pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// The Prometheus text format 0.0.4 or, with `open_metrics`, OpenMetrics 1.0 text: the two differ
+/// in a counter's family name (without `_total` in OpenMetrics), the `_created` samples, the
+/// escaping of `HELP` and the closing `# EOF`, which [`TextWriter::finish`] writes.
+pub struct TextWriter<'a> {
+    out: &'a mut String,
+    open_metrics: bool,
+    /// The family being written, and its kind.
+    name: String,
+    kind: Kind,
 }
 
-/// One sample; `labels` already escaped (`a="x",b="y"`), or empty.
-pub fn sample(out: &mut String, name: &str, labels: &str, value: f64) {
+impl<'a> TextWriter<'a> {
+    pub fn new(out: &'a mut String, open_metrics: bool) -> TextWriter<'a> {
+        TextWriter {
+            out,
+            open_metrics,
+            name: String::new(),
+            kind: Kind::Gauge,
+        }
+    }
+
+    /// Ends the exposition (OpenMetrics: `# EOF`).
+    pub fn finish(self) {
+        if self.open_metrics {
+            self.out.push_str("# EOF\n");
+        }
+    }
+
+    /// `_created` of the current family's sample, in OpenMetrics.
+    fn created(&mut self, base: &str, labels: &str, created: Option<f64>) {
+        if let (true, Some(created)) = (self.open_metrics, created) {
+            line(self.out, &format!("{base}_created"), labels, created);
+        }
+    }
+}
+
+impl Writer for TextWriter<'_> {
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        self.name.clear();
+        self.name.push_str(name);
+        self.kind = kind;
+        let (family, kind_text) = match kind {
+            Kind::Counter if self.open_metrics => (name.strip_suffix("_total").unwrap_or(name), "counter"),
+            Kind::Counter => (name, "counter"),
+            Kind::Gauge => (name, "gauge"),
+            Kind::Summary => (name, "summary"),
+            Kind::Histogram => (name, "histogram"),
+        };
+        let mut help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        if self.open_metrics {
+            help = help.replace('"', "\\\"");
+        }
+        let _ = writeln!(self.out, "# HELP {family} {help}");
+        let _ = writeln!(self.out, "# TYPE {family} {kind_text}");
+    }
+
+    fn value(&mut self, labels: &str, value: f64, created: Option<f64>) {
+        line(self.out, &self.name, labels, value);
+        if self.kind == Kind::Counter {
+            let name = std::mem::take(&mut self.name);
+            self.created(name.strip_suffix("_total").unwrap_or(&name), labels, created);
+            self.name = name;
+        }
+    }
+
+    fn histogram(&mut self, labels: &str, bounds: &[f64], h: &DurationHistogram, created: Option<f64>) {
+        // Bucket lines are most of a large exposition: written straight into `out`, no temporaries.
+        let name = std::mem::take(&mut self.name);
+        let separator = if labels.is_empty() { "" } else { "," };
+        let mut cumulative: u64 = 0;
+        for (i, n) in h.bucket_counts.iter().enumerate() {
+            cumulative += n;
+            let le = bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
+            let _ = writeln!(self.out, "{name}_bucket{{{labels}{separator}le=\"{le}\"}} {cumulative}");
+        }
+        line(self.out, &format!("{name}_sum"), labels, h.sum);
+        line(self.out, &format!("{name}_count"), labels, h.count as f64);
+        self.created(&name, labels, created);
+        self.name = name;
+    }
+
+    fn summary(&mut self, labels: &str, quantiles: &[f64], values: &[f64], sum: f64, count: u64) {
+        let separator = if labels.is_empty() { "" } else { "," };
+        for (q, v) in quantiles.iter().zip(values) {
+            let _ = writeln!(
+                self.out,
+                "{}{{{labels}{separator}quantile=\"{}\"}} {}",
+                self.name,
+                format_float(*q),
+                format_float(*v)
+            );
+        }
+        line(self.out, &format!("{}_sum", self.name), labels, sum);
+        line(self.out, &format!("{}_count", self.name), labels, count as f64);
+    }
+}
+
+/// One sample line; `labels` already escaped (`a="x",b="y"`), or empty.
+fn line(out: &mut String, name: &str, labels: &str, value: f64) {
     if labels.is_empty() {
         let _ = writeln!(out, "{name} {}", format_float(value));
     } else {
         let _ = writeln!(out, "{name}{{{labels}}} {}", format_float(value));
     }
-}
-
-/// A histogram family: each row's labels (escaped) and its buckets, then `_sum` and `_count`.
-pub fn histogram<'a>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    bounds: &[f64],
-    rows: impl Iterator<Item = (&'a String, &'a DurationHistogram)>,
-) {
-    header(out, name, "histogram", help);
-    let les: Vec<String> = (bounds.iter().map(|b| format_float(*b)))
-        .chain(["+Inf".to_string()])
-        .collect();
-    // Bucket lines are most of a large exposition: written straight into `out`, no temporaries.
-    let bucket = format!("{name}_bucket");
-    for (base, h) in rows {
-        let mut cumulative: u64 = 0;
-        for (n, le) in h.bucket_counts.iter().zip(&les) {
-            cumulative += n;
-            let _ = writeln!(out, "{bucket}{{{base},le=\"{le}\"}} {cumulative}");
-        }
-        sample(out, &format!("{name}_sum"), base, h.sum);
-        sample(out, &format!("{name}_count"), base, h.count as f64);
-    }
-}
-
-/// The service's own metrics, from its registry (the `prometheus` crate's encoder writes them).
-pub fn registry(out: &mut String, telemetry: &Telemetry) {
-    let mut buffer = Vec::new();
-    if let Err(error) = TextEncoder::new().encode(&telemetry.registry.gather(), &mut buffer) {
-        tracing::error!(%error, "could not encode the service's own metrics");
-    }
-    out.push_str(&String::from_utf8_lossy(&buffer));
 }
 
 /// Label values escape backslash, double quote and line feed; everything else (any UTF-8) is kept.

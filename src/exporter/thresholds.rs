@@ -1,13 +1,14 @@
 //! The thresholds' three gauge families, from the numbers the evaluator keeps.
 
-use super::text::{escape_label, header, sample};
+use super::text::escape_label;
+use super::writer::{Kind, Writer};
 use crate::thresholds::evaluate::{ThresholdEvaluator, ThresholdGauge};
 
 /// Which number of a state a family shows (`None`: no sample).
 type GaugeOf = fn(&ThresholdGauge<'_>) -> Option<f64>;
 
 /// `hatchet_workflow_threshold_breached`, `_limit` and `_observed`.
-pub fn render(out: &mut String, evaluator: &ThresholdEvaluator) {
+pub fn render(out: &mut dyn Writer, evaluator: &ThresholdEvaluator) {
     let gauges = evaluator.gauges();
     let families: [(&str, &str, GaugeOf); 3] = [
         (
@@ -27,7 +28,7 @@ pub fn render(out: &mut String, evaluator: &ThresholdEvaluator) {
         ),
     ];
     for (name, help, value) in families {
-        header(out, name, "gauge", help);
+        out.family(name, Kind::Gauge, help);
         for gauge in &gauges {
             if let Some(v) = value(gauge) {
                 let labels = format!(
@@ -36,7 +37,7 @@ pub fn render(out: &mut String, evaluator: &ThresholdEvaluator) {
                     escape_label(gauge.workflow),
                     gauge.kind.as_str()
                 );
-                sample(out, name, &labels, v);
+                out.value(&labels, v, None);
             }
         }
     }

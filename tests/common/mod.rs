@@ -520,6 +520,37 @@ pub fn check_config_total_mib(config: &str) -> f64 {
 }
 
 /// `promtool check metrics` on an exposition: it must pass without a word.
+/// A response's headers: `(name in lower case, value)`.
+pub type Headers = Vec<(String, String)>;
+
+/// A GET with extra request headers (`name: value` lines): the status, the response's headers
+/// (names in lower case) and its body as bytes. Responses here carry a Content-Length.
+pub fn http_get_with(port: u16, path: &str, headers: &[&str]) -> std::io::Result<(u16, Headers, Vec<u8>)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = (response.windows(4).position(|w| w == b"\r\n\r\n")).unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let body = response.get(split + 4..).unwrap_or_default().to_vec();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = (head.lines().skip(1))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    Ok((status, headers, body))
+}
+
+/// The value of header `name` (lower case) in `headers`.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
 pub fn promtool_check_metrics(page: &[u8]) {
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

@@ -38,6 +38,18 @@ impl PrometheusServer {
     /// directory, the repository root under `cargo test`) every `interval` too, and waits until it
     /// is ready. Panics with Prometheus's log when it does not start (e.g. an invalid rule file).
     pub fn start(target: &str, rule_files: &[PathBuf], interval: Duration) -> PrometheusServer {
+        PrometheusServer::start_with(&[target], rule_files, interval, &[])
+    }
+
+    /// [`PrometheusServer::start`] with several targets (one job) and `--enable-feature` flags
+    /// (`native-histograms`, `exemplar-storage`).
+    pub fn start_with(
+        targets: &[&str],
+        rule_files: &[PathBuf],
+        interval: Duration,
+        features: &[&str],
+    ) -> PrometheusServer {
+        let target = targets.first().copied().unwrap_or_default();
         let binary = find_on_path("prometheus")
             .expect("`prometheus` is not on PATH: run `scripts/test`, which installs it (Debian package prometheus)");
         let rule_files: Vec<PathBuf> = rule_files
@@ -46,7 +58,7 @@ impl PrometheusServer {
             .collect();
         let dir = std::env::temp_dir().join(unique_name("hrm-prometheus"));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        let config = config_yaml(target, &rule_files, interval);
+        let config = config_yaml(targets, &rule_files, interval);
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, &config).unwrap();
 
@@ -57,6 +69,7 @@ impl PrometheusServer {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=info")
             .arg("--storage.tsdb.retention.time=1h")
+            .args(features.iter().map(|f| format!("--enable-feature={f}")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -194,7 +207,7 @@ fn prometheus_duration(d: Duration) -> String {
     }
 }
 
-fn config_yaml(target: &str, rule_files: &[PathBuf], interval: Duration) -> String {
+fn config_yaml(targets: &[&str], rule_files: &[PathBuf], interval: Duration) -> String {
     let interval = prometheus_duration(interval);
     // JSON strings are valid YAML double-quoted scalars, so they quote paths safely.
     let quote = |s: &str| serde_json::to_string(s).unwrap();
@@ -211,7 +224,7 @@ fn config_yaml(target: &str, rule_files: &[PathBuf], interval: Duration) -> Stri
     }
     yaml.push_str(&format!(
         "scrape_configs:\n  - job_name: hatchet-run-metrics\n    metrics_path: /metrics\n    static_configs:\n      - targets: [{}]\n",
-        quote(target)
+        targets.iter().map(|t| quote(t)).collect::<Vec<_>>().join(", ")
     ));
     yaml
 }
