@@ -24,6 +24,7 @@ use std::time::Duration;
 pub use crate::setting::ConfigError;
 
 pub mod kafka;
+pub mod web;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -115,6 +116,13 @@ pub struct HttpConfig {
     /// native ones, for dashboards built on `_bucket` series during a migration (the text
     /// formats always get the classic buckets, and only them). Default `true`.
     pub protobuf_classic_buckets: bool,
+    /// A web config file in the format of Prometheus's exporter toolkit (`--web.config.file`):
+    /// `tls_server_config` (certificate and key, reloaded when they change; a client CA for
+    /// mutual TLS), `basic_auth_users` (bcrypt hashes) and `http_server_config.headers`. Basic
+    /// auth guards `/metrics`; `/healthz` and `/readyz` answer without it, for probes. A relative
+    /// path is taken from the working directory, paths inside the file from its folder. Default:
+    /// none (plain HTTP, no authentication).
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,6 +314,7 @@ impl Default for HttpConfig {
             page_max_age: Duration::from_secs(1),
             max_pages: 3,
             protobuf_classic_buckets: true,
+            web_config_file: None,
         }
     }
 }
@@ -460,6 +469,13 @@ impl Config {
                 Thresholds::from_file(&file, "", &tracked).map_err(|e| e.in_source(name))
             }
         }
+    }
+
+    /// The web config file `http.web_config_file` names, checked (none: plain HTTP, no auth).
+    pub fn load_web_config(&self) -> Result<Option<web::WebConfig>, ConfigError> {
+        (self.http.web_config_file.as_deref())
+            .map(web::WebConfig::load)
+            .transpose()
     }
 
     /// The file this config came from, as errors name it (`config` for the defaults).

@@ -26,7 +26,8 @@
 //!    written as Prometheus alerting rules ([`thresholds::rules`]).
 //! 8. [`config`]: the TOML config, its defaults and validation, which reads every layer's
 //!    settings; [`config::kafka`]: the librdkafka configuration, checked without a client, and
-//!    which of its values are secrets.
+//!    which of its values are secrets; [`config::web`]: the exporter toolkit's web config file
+//!    (TLS, basic auth, headers), checked at start.
 //! 9. [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).
 //! 10. [`pipeline`]: one message through decode and aggregate; both sources call it.
 //! 11. [`service`]: the running service's shared state: the pipeline, the thresholds'
@@ -36,10 +37,13 @@
 //!     commits that follow delivered scrapes, rebalances, and a partition's state restored from
 //!     the topic when it is assigned; what the client reports goes to the service's readiness) or a replayed file
 //!     ([`source::file`]).
-//! 13. [`exporter`]: `/metrics`, `/healthz` and `/readyz` from the service: the one writer of the
-//!     text format ([`exporter::text`]), the workflow families and the thresholds' gauges, the
-//!     HTTP endpoints with their limits, which tell the service when a scrape was delivered
-//!     ([`exporter::http`]), and one `/metrics` page shared by concurrent scrapes
+//! 13. [`exporter`]: `/metrics`, `/healthz` and `/readyz` from the service: the workflow
+//!     families and the thresholds' gauges written through one [`exporter::writer::Writer`],
+//!     with one writer per format ([`exporter::text`] for text 0.0.4 and OpenMetrics,
+//!     [`exporter::protobuf`] with native histograms), the format negotiated
+//!     ([`exporter::format`]) and gzipped ([`exporter::gzip`]); the HTTP endpoints with their
+//!     limits, which tell the service when a scrape was delivered ([`exporter::http`]), with TLS
+//!     and basic auth ([`exporter::web`]); and one `/metrics` page shared by concurrent scrapes
 //!     ([`exporter::page`]).
 //! 14. [`reload`]: the thresholds applied again on SIGHUP or a changed file, without a restart.
 //! 15. [`traffic`]: sending a file or simulated traffic to a topic ([`traffic::produce`],

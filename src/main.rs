@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use hatchet_run_metrics::aggregate::Clock;
 use hatchet_run_metrics::config::{self, Config};
+use hatchet_run_metrics::exporter::web::WebSecurity;
 use hatchet_run_metrics::exporter::{self, http, WindowEnd};
 use hatchet_run_metrics::ids::Uuid128;
 use hatchet_run_metrics::pipeline::now_nanos;
@@ -137,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let thresholds = config.load_thresholds()?;
+            web_security(&config)?;
             // What librdkafka checks only as `run` creates its consumer.
             if let Some(why) = config::kafka::refused_by_client(&config.kafka) {
                 let why = format!("librdkafka cannot create a consumer with them: {why}");
@@ -210,6 +212,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let service = Service::new(&config, Clock::Wall)?;
+        let security = web_security(&config)?;
         tracing::info!(
             rules = service.thresholds().thresholds().rules.len(),
             evaluation_interval = ?config.thresholds.evaluation_interval,
@@ -230,6 +233,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             let serving = http::serve(
                 listener,
                 config.http.clone(),
+                security,
                 service.clone(),
                 until_stopped(stopped.clone()),
             );
@@ -260,6 +264,19 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         server.await.context("http server task")?;
         tracing::info!("stopped");
         Ok(())
+    })
+}
+
+/// What `http.web_config_file` asks of the endpoints, refused at start with the file, the key
+/// and why.
+fn web_security(config: &Config) -> anyhow::Result<WebSecurity> {
+    let web = config.load_web_config()?;
+    if let Some(tls) = web.as_ref().and_then(|w| w.tls.as_ref()) {
+        tracing::info!(cert_file = %tls.cert_file.display(), client_auth = ?tls.client_auth, "serving over TLS");
+    }
+    WebSecurity::new(web.as_ref()).map_err(|why| {
+        let file = (config.http.web_config_file.as_ref()).map_or_else(String::new, |f| f.display().to_string());
+        config::ConfigError::at("tls_server_config", why).in_source(file).into()
     })
 }
 

@@ -40,6 +40,8 @@ pub const BASE_BYTES: u64 = 16 << 20;
 pub const SERIES_BYTES: u64 = 1_400;
 /// One histogram bucket of one status of one series (a `u64` per bucket, 3 statuses).
 pub const BUCKET_BYTES: u64 = 3 * 8;
+/// One native histogram bucket: its index and count (`(i32, u64)`, padded).
+pub const NATIVE_BUCKET_BYTES: u64 = 16;
 /// One failure-ratio window of one series: 60 slots.
 pub const FAILURE_WINDOW_BYTES: u64 = 1_000;
 /// One quantile window (a status × window, or a queue-wait window) of one series, full: every one
@@ -192,9 +194,17 @@ pub fn worst_case(config: &Config, partitions: u64) -> MemoryEstimate {
     let buckets = (m.duration_buckets_seconds.len() + m.queue_buckets_seconds.len() + 2) as u64;
     let windows = (m.quantile_statuses.len() as u64 + u64::from(m.queue_wait_quantiles)) * quantile_windows(config);
     let metadata_labels = m.metadata_labels.len() as u64;
+    // Native buckets: a sorted vector per histogram, at most `native_histogram_max_buckets`
+    // entries in a capacity grown by doubling.
+    let native_histogram = match m.native_histogram_schema {
+        s if s < 0 => 0,
+        _ => (m.native_histogram_max_buckets as u64 + 1).next_power_of_two() * NATIVE_BUCKET_BYTES,
+    };
+    let native_histograms = 6 + if m.metadata_labels.is_empty() { 0 } else { 3 * rows };
     let per_series = SERIES_BYTES
         + label
         + BUCKET_BYTES * buckets
+        + native_histogram * native_histograms
         + (FAILURE_WINDOW_BYTES * m.failure_ratio_windows.len() as u64 + QUANTILE_WINDOW_BYTES * windows)
             .saturating_mul(partitions)
         + match metadata_labels {
@@ -266,7 +276,8 @@ pub fn worst_case(config: &Config, partitions: u64) -> MemoryEstimate {
             bytes: series.saturating_mul(per_series),
             how: format!(
                 "{series} series (2 x metrics.max_workflows + 1: each workflow's and its tenant's overflow) x {per_series} B \
-                 ({windows} quantile windows x {QUANTILE_WINDOW_BYTES} B in each of {partitions} partition(s), {buckets} buckets, names of {label} B{})",
+                 ({windows} quantile windows x {QUANTILE_WINDOW_BYTES} B in each of {partitions} partition(s), {buckets} buckets, \
+                 {native_histograms} native histograms x {native_histogram} B, names of {label} B{})",
                 match kinds {
                     0 => String::new(),
                     k => format!(", {k} threshold kinds"),
@@ -314,6 +325,7 @@ mod tests {
             ("[outcomes]\nmax_remembered = 2000000", "more outcomes"),
             ("[runs]\nmax_tracked = 2000000", "more runs"),
             ("[metrics]\nmax_label_value_bytes = 1024", "longer names"),
+            ("[metrics]\nnative_histogram_max_buckets = 2000", "more native buckets"),
             ("[metrics]\nqueue_wait_quantiles = true", "queue-wait windows"),
             (
                 "[metrics]\nquantile_statuses = [\"COMPLETED\", \"FAILED\"]",
@@ -330,6 +342,7 @@ mod tests {
             assert!(total(text) > base, "{what} should cost more");
         }
         assert!(total("[metrics]\nmax_workflows = 100") < base);
+        assert!(total("[metrics]\nnative_histogram_schema = -1") < base);
         let config = Config::default();
         let windows = |p| {
             worst_case(&config, p)

@@ -22,6 +22,7 @@
 use super::format::Format;
 use super::gzip;
 use super::page::{PageBudget, PageLimits, RenderFailed, Served, SharedPages};
+use super::web::{Access, WebSecurity};
 use super::{service_exposition, workflow_exposition, WindowEnd, WorkflowPage};
 use crate::config::HttpConfig;
 use crate::events::{
@@ -77,6 +78,8 @@ struct Endpoints {
     classic: bool,
     /// One filtered scrape (`?name[]=`) renders at a time: each is a render of its own.
     filtered: Arc<Semaphore>,
+    /// Basic auth for `/metrics` (`http.web_config_file`).
+    access: Arc<Access>,
 }
 
 /// A page's format, and whether it is gzipped.
@@ -104,9 +107,11 @@ impl Endpoints {
 pub async fn serve(
     listener: TcpListener,
     limits: HttpConfig,
+    security: WebSecurity,
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    let WebSecurity { tls, access, headers } = security;
     let telemetry = service.telemetry().clone();
     let page_limits = PageLimits {
         max_age: limits.page_max_age,
@@ -128,7 +133,21 @@ pub async fn serve(
             max_pages: limits.max_pages,
             classic: limits.protobuf_classic_buckets,
             filtered: Arc::new(Semaphore::new(1)),
+            access: Arc::new(access),
         });
+    // The web config's headers on every response.
+    let headers = Arc::new(headers);
+    let router = router.layer(axum::middleware::map_response(
+        move |mut response: axum::response::Response| {
+            let headers = headers.clone();
+            async move {
+                for (name, value) in headers.iter() {
+                    response.headers_mut().insert(name.clone(), value.clone());
+                }
+                response
+            }
+        },
+    ));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -173,18 +192,46 @@ pub async fn serve(
                 request.extensions_mut().insert(on_connection.clone());
                 request
             });
-        let connection = http1.serve_connection(TokioIo::new(client), TowerToHyperService::new(routes));
-        let connection = connections.watch(connection);
+        let watcher = connections.watcher();
         let telemetry = telemetry.clone();
         let header_read_timeout = limits.header_read_timeout;
+        let (http1, tls) = (http1.clone(), tls.clone());
         HttpConnectionOpened.emit(&telemetry);
         tokio::spawn(async move {
-            let ended = connection.await;
+            let service = TowerToHyperService::new(routes);
+            let (timed_out, error) = match tls {
+                None => {
+                    let ended = watcher
+                        .watch(http1.serve_connection(TokioIo::new(client), service))
+                        .await;
+                    (
+                        activity.timed_out(&ended, header_read_timeout),
+                        ended.err().map(|e| e.to_string()),
+                    )
+                }
+                // The handshake is bounded like a request's headers.
+                Some(tls) => match tokio::time::timeout(header_read_timeout, tls.accept(client)).await {
+                    Ok(Ok(stream)) => {
+                        let ended = watcher
+                            .watch(http1.serve_connection(TokioIo::new(stream), service))
+                            .await;
+                        (
+                            activity.timed_out(&ended, header_read_timeout),
+                            ended.err().map(|e| e.to_string()),
+                        )
+                    }
+                    Ok(Err(error)) => (None, Some(format!("TLS handshake failed: {error}"))),
+                    Err(_) => (
+                        Some(HttpTimeout::HeaderRead),
+                        Some("no TLS handshake within http.header_read_timeout".to_string()),
+                    ),
+                },
+            };
             drop(slot);
             HttpConnectionClosed {
                 peer,
-                timed_out: activity.timed_out(&ended, header_read_timeout),
-                error: ended.as_ref().err().map(|error| error as &dyn std::fmt::Display),
+                timed_out,
+                error: error.as_ref().map(|error| error as &dyn std::fmt::Display),
             }
             .emit(&telemetry);
         });
@@ -218,6 +265,21 @@ async fn metrics(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> axum::response::Response {
+    if !endpoints.access.is_open() {
+        let access = endpoints.access.clone();
+        let asked = headers.clone();
+        if !tokio::task::spawn_blocking(move || access.allows(&asked))
+            .await
+            .unwrap_or(false)
+        {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"hatchet-run-metrics\"")],
+                "unauthorized\n",
+            )
+                .into_response();
+        }
+    }
     let header_text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
     let format = Format::negotiate(header_text(header::ACCEPT));
     let gzipped = accepts_gzip(header_text(header::ACCEPT_ENCODING));
@@ -725,6 +787,7 @@ mod tests {
         let server = tokio::spawn(serve(
             listener,
             crate::config::Config::default().http,
+            WebSecurity::new(None).unwrap(),
             service.clone(),
             async move {
                 let _ = stopped.await;

@@ -11,6 +11,7 @@ pub mod page;
 pub mod protobuf;
 pub mod text;
 mod thresholds;
+pub mod web;
 pub mod writer;
 
 use crate::aggregate::label_value::AlterationCounts;
@@ -400,7 +401,8 @@ fn written(format: Format, classic: bool, last: bool, write: impl FnOnce(&mut dy
 }
 
 /// The workflow metrics and thresholds: nearly all of a large exposition, and the part that
-/// `/metrics` shares between the scrapes of about the same time. `classic`: see [`written`].
+/// `/metrics` shares between the scrapes of about the same time. `classic`: protobuf histograms
+/// keep their classic buckets.
 pub fn workflow_exposition(service: &Service, end: WindowEnd, format: Format, classic: bool) -> WorkflowPage {
     let mut snapshot = {
         let mut aggregator = service.pipeline().aggregator();

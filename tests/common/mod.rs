@@ -225,6 +225,24 @@ impl Service {
 
     /// [`Service::start`], with `http_keys` (lines like `max_connections = 8`) in its `[http]` section.
     pub fn start_with_http(config_toml: &str, http_keys: &str) -> Service {
+        let service = Service::spawn(config_toml, http_keys);
+        service.wait_until("healthz answers", Duration::from_secs(30), || {
+            service.get("/healthz").map(|(s, _)| s == 200).unwrap_or(false)
+        });
+        service
+    }
+
+    /// [`Service::start_with_http`] for a service that speaks TLS: waits only until its port
+    /// takes connections.
+    pub fn start_tls(config_toml: &str, http_keys: &str) -> Service {
+        let service = Service::spawn(config_toml, http_keys);
+        service.wait_until("its port takes connections", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", service.port)).is_ok()
+        });
+        service
+    }
+
+    fn spawn(config_toml: &str, http_keys: &str) -> Service {
         let port = free_port();
         let path = std::env::temp_dir().join(format!("{}.toml", unique_name("hrm-test-config")));
         let text = format!("{config_toml}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http_keys}\n");
@@ -239,16 +257,12 @@ impl Service {
             .spawn()
             .expect("service starts");
         let log = collect_stderr(&mut child);
-        let service = Service {
+        Service {
             child,
             port,
             log,
             _config: tempfile_path::TempPath(path),
-        };
-        service.wait_until("healthz answers", Duration::from_secs(30), || {
-            service.get("/healthz").map(|(s, _)| s == 200).unwrap_or(false)
-        });
-        service
+        }
     }
 
     /// The config file it runs with (a test may edit it to exercise reloads).

@@ -50,6 +50,24 @@ impl PrometheusServer {
         features: &[&str],
     ) -> PrometheusServer {
         let target = targets.first().copied().unwrap_or_default();
+        let quote = |s: &str| serde_json::to_string(s).unwrap();
+        let scrape = format!(
+            "  - job_name: hatchet-run-metrics\n    metrics_path: /metrics\n    static_configs:\n      - targets: [{}]\n",
+            targets.iter().map(|t| quote(t)).collect::<Vec<_>>().join(", ")
+        );
+        PrometheusServer::start_scraping(target, &scrape, rule_files, interval, features)
+    }
+
+    /// Prometheus with `scrape_configs` as given (YAML list items, indented by two spaces), for
+    /// targets that need more than a plain scrape (TLS, basic auth). `target` is what
+    /// [`PrometheusServer::target_up`] looks at.
+    pub fn start_scraping(
+        target: &str,
+        scrape_configs: &str,
+        rule_files: &[PathBuf],
+        interval: Duration,
+        features: &[&str],
+    ) -> PrometheusServer {
         let binary = find_on_path("prometheus")
             .expect("`prometheus` is not on PATH: run `scripts/test`, which installs it (Debian package prometheus)");
         let rule_files: Vec<PathBuf> = rule_files
@@ -58,7 +76,7 @@ impl PrometheusServer {
             .collect();
         let dir = std::env::temp_dir().join(unique_name("hrm-prometheus"));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        let config = config_yaml(targets, &rule_files, interval);
+        let config = config_yaml(scrape_configs, &rule_files, interval);
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, &config).unwrap();
 
@@ -207,7 +225,7 @@ fn prometheus_duration(d: Duration) -> String {
     }
 }
 
-fn config_yaml(targets: &[&str], rule_files: &[PathBuf], interval: Duration) -> String {
+fn config_yaml(scrape_configs: &str, rule_files: &[PathBuf], interval: Duration) -> String {
     let interval = prometheus_duration(interval);
     // JSON strings are valid YAML double-quoted scalars, so they quote paths safely.
     let quote = |s: &str| serde_json::to_string(s).unwrap();
@@ -222,10 +240,8 @@ fn config_yaml(targets: &[&str], rule_files: &[PathBuf], interval: Duration) -> 
     for f in rule_files {
         yaml.push_str(&format!("  - {}\n", quote(&path_text(f))));
     }
-    yaml.push_str(&format!(
-        "scrape_configs:\n  - job_name: hatchet-run-metrics\n    metrics_path: /metrics\n    static_configs:\n      - targets: [{}]\n",
-        targets.iter().map(|t| quote(t)).collect::<Vec<_>>().join(", ")
-    ));
+    yaml.push_str("scrape_configs:\n");
+    yaml.push_str(scrape_configs);
     yaml
 }
 
