@@ -22,7 +22,7 @@ const HEX: [u8; 256] = {
 };
 
 /// A UUID as 128 bits: the cheap, allocation-free key for tenants and workflows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Uuid128(pub u128);
 
 impl Uuid128 {

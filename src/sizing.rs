@@ -40,6 +40,8 @@ pub const BASE_BYTES: u64 = 16 << 20;
 pub const SERIES_BYTES: u64 = 1_400;
 /// One histogram bucket of one status of one series (a `u64` per bucket, 3 statuses).
 pub const BUCKET_BYTES: u64 = 3 * 8;
+/// One exemplar: a run id, a value and a time.
+pub const EXEMPLAR_BYTES: u64 = 32;
 /// One native histogram bucket: its index and count (`(i32, u64)`, padded).
 pub const NATIVE_BUCKET_BYTES: u64 = 16;
 /// One failure-ratio window of one series: 60 slots.
@@ -201,10 +203,20 @@ pub fn worst_case(config: &Config, partitions: u64) -> MemoryEstimate {
         _ => (m.native_histogram_max_buckets as u64 + 1).next_power_of_two() * NATIVE_BUCKET_BYTES,
     };
     let native_histograms = 6 + if m.metadata_labels.is_empty() { 0 } else { 3 * rows };
+    // Exemplars: a run per classic bucket of each duration histogram.
+    let exemplars = match m.exemplars {
+        true => {
+            (3 + if m.metadata_labels.is_empty() { 0 } else { 3 * rows })
+                * (m.duration_buckets_seconds.len() as u64 + 1)
+                * EXEMPLAR_BYTES
+        }
+        false => 0,
+    };
     let per_series = SERIES_BYTES
         + label
         + BUCKET_BYTES * buckets
         + native_histogram * native_histograms
+        + exemplars
         + (FAILURE_WINDOW_BYTES * m.failure_ratio_windows.len() as u64 + QUANTILE_WINDOW_BYTES * windows)
             .saturating_mul(partitions)
         + match metadata_labels {
@@ -343,6 +355,7 @@ mod tests {
         }
         assert!(total("[metrics]\nmax_workflows = 100") < base);
         assert!(total("[metrics]\nnative_histogram_schema = -1") < base);
+        assert!(total("[metrics]\nexemplars = false") < base);
         let config = Config::default();
         let windows = |p| {
             worst_case(&config, p)

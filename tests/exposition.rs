@@ -52,7 +52,7 @@ fn openmetrics_samples(page: &[u8]) -> Vec<String> {
     std::fs::write(&path, page).unwrap();
     let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
                   text = open(sys.argv[1], encoding='utf-8').read()\n\
-                  for f in text_string_to_metric_families(text):\n    for s in f.samples:\n        print(s.name, sorted(s.labels.items()), s.value)\n";
+                  for f in text_string_to_metric_families(text):\n    for s in f.samples:\n        print(s.name, sorted(s.labels.items()), s.value, 'exemplar', s.exemplar and dict(s.exemplar.labels))\n";
     let python = match std::path::Path::new("/usr/bin/python3").exists() {
         true => "/usr/bin/python3",
         false => "python3",
@@ -121,12 +121,25 @@ fn each_format_is_negotiated_and_reads_back_in_its_own_parser() {
         .iter()
         .find(|s| s.starts_with("hatchet_workflow_runs_total ") && s.contains("'COMPLETED'"))
         .unwrap_or_else(|| panic!("no COMPLETED counter in {samples:#?}"));
-    let value: f64 = completed
-        .rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0);
-    assert_eq!(value, 32.0, "{completed}");
+    assert!(
+        completed.contains(" 32 exemplar ") || completed.contains(" 32.0 exemplar "),
+        "{completed}"
+    );
+    // Duration buckets carry the run id of their latest observation.
+    let exemplars: Vec<&String> = (samples.iter())
+        .filter(|s| {
+            s.starts_with("hatchet_workflow_run_duration_seconds_bucket ") && s.contains("'run_id': '7c2d3e4f-")
+        })
+        .collect();
+    assert!(!exemplars.is_empty(), "no exemplar in {samples:#?}");
+    // Counters and histograms say when they started from zero.
+    assert!(
+        samples.iter().any(|s| s.starts_with("hatchet_workflow_runs_created ")),
+        "{samples:#?}"
+    );
+    assert!(samples
+        .iter()
+        .any(|s| s.starts_with("hatchet_workflow_run_duration_seconds_created ")));
     assert!(samples
         .iter()
         .any(|s| s.starts_with("hatchet_run_metrics_messages_consumed_total ")));
@@ -260,5 +273,38 @@ fn prometheus_stores_native_histograms_whose_quantiles_sum_exactly_across_replic
             "q{q}: Prometheus says {got}, exactly {exact} ({:.3}% off)",
             error * 100.0
         );
+    }
+}
+
+#[test]
+fn prometheus_with_exemplar_storage_returns_the_run_ids() {
+    let brokers = shared_brokers();
+    let topic = unique_name("exemplars");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(create_topic(&brokers, &topic, 1));
+    let service = Service::start(&config(&brokers, &topic, &unique_name("group")));
+    let now = Utc::now();
+    let messages: Vec<Outgoing> = (0..20)
+        .map(|i| finished(i, 0.5 * (i + 1) as f64, "COMPLETED", now))
+        .collect();
+    runtime.block_on(send_all(&producer(&brokers), &topic, &messages));
+    service.wait_for_consumed(20.0);
+    let prometheus = PrometheusServer::start_with(
+        &[&format!("127.0.0.1:{}", service.port)],
+        &[],
+        Duration::from_secs(1),
+        &["exemplar-storage"],
+    );
+    let mut exemplars = Vec::new();
+    service.wait_until("Prometheus returns exemplars", Duration::from_secs(60), || {
+        exemplars = prometheus.exemplars("hatchet_workflow_run_duration_seconds_bucket");
+        !exemplars.is_empty()
+    });
+    let produced: Vec<String> = (0..20).map(|i| format!("7c2d3e4f-0000-4000-8000-{i:012}")).collect();
+    for labels in &exemplars {
+        let run = labels
+            .get("run_id")
+            .unwrap_or_else(|| panic!("no run_id in {labels:?}"));
+        assert!(produced.contains(run), "{run} was not produced");
     }
 }

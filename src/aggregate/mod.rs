@@ -74,6 +74,8 @@ pub struct AggregateSettings {
     pub timestamps: TimestampLimits,
     /// Native buckets of the duration and queue-wait histograms; `None`: off.
     pub native_histograms: Option<NativeSettings>,
+    /// Each duration bucket keeps the run id of its latest observation (an exemplar).
+    pub exemplars: bool,
 }
 
 /// How far from the wall clock a message's timestamp may lie before it is taken as absent (and
@@ -206,13 +208,25 @@ pub enum Applied {
 }
 
 /// Observations of one histogram: per-bucket counts (the last is `+Inf`), their sum and count,
-/// and the same observations in native buckets when those are on.
+/// the same observations in native buckets when those are on, and per bucket the latest run
+/// observed in it when exemplars are on (allocated with the first).
 #[derive(Debug, Clone)]
 pub struct DurationHistogram {
     pub bucket_counts: Box<[u64]>,
     pub sum: f64,
     pub count: u64,
     pub native: NativeBuckets,
+    pub exemplars: Option<Box<[Exemplar]>>,
+}
+
+/// The latest observation of a bucket: which run, its value, and when it finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Exemplar {
+    /// `Uuid128(0)`: none yet.
+    pub run: Uuid128,
+    pub value: f64,
+    /// Unix nanoseconds.
+    pub at_nanos: i64,
 }
 
 impl DurationHistogram {
@@ -222,15 +236,32 @@ impl DurationHistogram {
             sum: 0.0,
             count: 0,
             native: NativeBuckets::new(native),
+            exemplars: None,
         }
     }
 
-    fn observe(&mut self, bounds: &[f64], seconds: f64, native: Option<NativeSettings>) {
+    /// Counts `seconds`; `exemplar`: the run it came from, and when it finished.
+    fn observe(
+        &mut self,
+        bounds: &[f64],
+        seconds: f64,
+        native: Option<NativeSettings>,
+        exemplar: Option<(Uuid128, i64)>,
+    ) {
         let at = bounds.partition_point(|&le| le < seconds);
         self.bucket_counts[at] += 1;
         self.sum += seconds;
         self.count += 1;
         self.native.observe(seconds, native);
+        if let Some((run, at_nanos)) = exemplar {
+            let exemplars =
+                (self.exemplars).get_or_insert_with(|| vec![Exemplar::default(); bounds.len() + 1].into_boxed_slice());
+            exemplars[at] = Exemplar {
+                run,
+                value: seconds,
+                at_nanos,
+            };
+        }
     }
 }
 
@@ -272,6 +303,8 @@ pub struct WorkflowStats {
     pub replays: u64,
     /// When the series last had an update (the aggregator's clock).
     pub last_update_nanos: i64,
+    /// When the series was created, its counters all zero (the aggregator's clock).
+    pub created_nanos: i64,
     /// The workflow ids that map to this series (to forget them with it).
     workflow_ids: Vec<Uuid128>,
 }
@@ -491,6 +524,10 @@ impl Aggregator {
             (!self.metadata_labels.is_empty()).then(|| self.metadata_labels.key_of(run.additional_metadata));
         let bounds = &self.settings.duration_buckets_seconds;
         let native = self.settings.native_histograms;
+        let exemplar = (self.settings.exemplars)
+            .then(|| Uuid128::parse(&run.metadata.id))
+            .flatten()
+            .map(|id| (id, event_nanos));
         let index = outcome_index(run.status);
         if let Some(mut key) = metadata_key {
             // Values are capped per label, combinations per workflow too (the cap, plus the empty
@@ -509,18 +546,18 @@ impl Aggregator {
             });
             labelled[index].runs += 1;
             if let Some(seconds) = duration_seconds {
-                labelled[index].duration.observe(bounds, seconds, native);
+                labelled[index].duration.observe(bounds, seconds, native, exemplar);
             }
         }
         let outcome = &mut stats.outcomes[index];
         outcome.runs += 1;
         if let Some(seconds) = duration_seconds {
-            outcome.duration.observe(bounds, seconds, native);
+            outcome.duration.observe(bounds, seconds, native, exemplar);
         }
         if let Some(seconds) = queue_seconds {
             outcome
                 .queue
-                .observe(&self.settings.queue_buckets_seconds, seconds, native);
+                .observe(&self.settings.queue_buckets_seconds, seconds, native, None);
         }
         record_in_windows(
             stats,
@@ -612,6 +649,9 @@ impl Aggregator {
         };
         if let Some(stats) = self.series[at].as_mut() {
             stats.last_update_nanos = stats.last_update_nanos.max(now);
+            if stats.created_nanos == i64::MIN {
+                stats.created_nanos = now;
+            }
         }
         at
     }
@@ -655,6 +695,7 @@ impl Aggregator {
             retries: 0,
             replays: 0,
             last_update_nanos: i64::MIN,
+            created_nanos: i64::MIN,
             workflow_ids: workflow_id.into_iter().collect(),
         }));
         *self.tenant_series.entry(tenant).or_default() += 1;

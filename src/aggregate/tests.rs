@@ -195,6 +195,37 @@ fn histogram_buckets_are_upper_inclusive() {
 }
 
 #[test]
+fn each_duration_bucket_keeps_its_latest_run_as_an_exemplar() {
+    let mut agg = Aggregator::new(
+        AggregateSettings {
+            exemplars: true,
+            ..settings()
+        },
+        Clock::Wall,
+    );
+    let ids = [
+        "11111111-0000-4000-8000-000000000001",
+        "11111111-0000-4000-8000-000000000002",
+        "11111111-0000-4000-8000-000000000003",
+        "not-a-uuid",
+    ];
+    for (id, ms) in ids.iter().zip([50, 60, 5000, 70]) {
+        let d = doc(id, WF_A, "COMPLETED", json!({"duration": ms}));
+        agg.apply(&update(&d), Partition(0), 0);
+    }
+    let h = &stats(&agg, "DAGWorkflow").outcomes[0].duration;
+    let exemplars = h.exemplars.as_deref().expect("exemplars");
+    assert_eq!(
+        exemplars[0].run.to_string(),
+        ids[1],
+        "the latest run of its bucket with a UUID"
+    );
+    assert_eq!(exemplars[0].value, 0.06);
+    assert_eq!(exemplars[2].run.to_string(), ids[2]);
+    assert_eq!(exemplars[1].run, Uuid128(0), "no run in that bucket");
+}
+
+#[test]
 fn workflow_labels() {
     assert_eq!(
         workflow_name_from_display_name("DAGWorkflow-1787407391482"),

@@ -57,6 +57,8 @@ struct SeriesSnapshot {
     oldest_running_age: Option<f64>,
     retries: u64,
     replays: u64,
+    /// When the series' counters started from zero (unix seconds; the service only).
+    created: Option<f64>,
 }
 
 /// What one scrape shows, copied out of the aggregation.
@@ -118,6 +120,8 @@ impl Snapshot {
                     .collect(),
                 retries: s.retries,
                 replays: s.replays,
+                created: (matches!(end, WindowEnd::At(_)) && s.created_nanos != i64::MIN)
+                    .then(|| s.created_nanos as f64 / 1e9),
                 tenant: tenant_label(s.tenant),
                 workflow: s.workflow.clone(),
                 outcomes: s.outcomes.clone(),
@@ -180,21 +184,21 @@ impl Snapshot {
     pub fn render(&self, out: &mut dyn Writer) {
         let outcomes = self.outcome_rows();
         out.family("hatchet_workflow_runs_total", Kind::Counter, "Workflow runs that reached an outcome (COMPLETED, FAILED, CANCELLED); a replayed run that finishes again counts again.");
-        for (labels, runs, _) in &outcomes {
-            out.value(labels, *runs as f64, None);
+        for (labels, runs, _, created) in &outcomes {
+            out.value(labels, *runs as f64, *created);
         }
         out.family(
             "hatchet_workflow_run_duration_seconds",
             Kind::Histogram,
             "Duration of workflow runs from startedAt to finishedAt, by outcome; runs without a trustworthy duration are counted in hatchet_workflow_runs_total only.",
         );
-        for (labels, _, h) in &outcomes {
-            out.histogram(labels, &self.duration_bounds, h, None);
+        for (labels, _, h, created) in &outcomes {
+            out.histogram(labels, &self.duration_bounds, h, *created);
         }
-        let queue_rows: Vec<(String, &DurationHistogram)> = (self.series.iter())
+        let queue_rows: Vec<(String, &DurationHistogram, Option<f64>)> = (self.series.iter())
             .flat_map(|s| {
                 (OUTCOME_STATUSES.iter().zip(&s.outcomes))
-                    .map(|(status, o)| (labels(s, Some(status.as_str()), None), &o.queue))
+                    .map(|(status, o)| (labels(s, Some(status.as_str()), None), &o.queue, s.created))
             })
             .collect();
         out.family(
@@ -202,8 +206,8 @@ impl Snapshot {
             Kind::Histogram,
             "Time workflow runs waited from createdAt to startedAt (of the latest attempt), by outcome; runs that never started are not observed.",
         );
-        for (labels, h) in &queue_rows {
-            out.histogram(labels, &self.queue_bounds, h, None);
+        for (labels, h, created) in &queue_rows {
+            out.histogram(labels, &self.queue_bounds, h, *created);
         }
         self.render_summary(
             out,
@@ -253,7 +257,7 @@ impl Snapshot {
             "Runs going from RUNNING back to QUEUED (automatic retries).",
         );
         for s in &self.series {
-            out.value(&labels(s, None, None), s.retries as f64, None);
+            out.value(&labels(s, None, None), s.retries as f64, s.created);
         }
         out.family(
             "hatchet_workflow_run_replays_total",
@@ -261,7 +265,7 @@ impl Snapshot {
             "Finished runs coming back (manual replays).",
         );
         for s in &self.series {
-            out.value(&labels(s, None, None), s.replays as f64, None);
+            out.value(&labels(s, None, None), s.replays as f64, s.created);
         }
         out.family(
             "hatchet_run_metrics_runs_tracked",
@@ -344,18 +348,23 @@ impl Snapshot {
     }
 
     /// One row per series, status and (with metadata labels) combination of their values: the
-    /// labels, the outcome count and the duration histogram.
-    fn outcome_rows(&self) -> Vec<(String, u64, &DurationHistogram)> {
+    /// labels, the outcome count, the duration histogram and when the series was created.
+    fn outcome_rows(&self) -> Vec<(String, u64, &DurationHistogram, Option<f64>)> {
         let mut rows = Vec::new();
         for s in &self.series {
             for (i, status) in OUTCOME_STATUSES.iter().enumerate() {
                 let base = labels(s, Some(status.as_str()), None);
                 if self.with_metadata_labels {
                     for (extra, outcomes) in &s.by_metadata {
-                        rows.push((format!("{base}{extra}"), outcomes[i].runs, &outcomes[i].duration));
+                        rows.push((
+                            format!("{base}{extra}"),
+                            outcomes[i].runs,
+                            &outcomes[i].duration,
+                            s.created,
+                        ));
                     }
                 } else {
-                    rows.push((base, s.outcomes[i].runs, &s.outcomes[i].duration));
+                    rows.push((base, s.outcomes[i].runs, &s.outcomes[i].duration, s.created));
                 }
             }
         }

@@ -87,6 +87,18 @@ pub struct Bucket {
     pub cumulative_count: u64,
     #[prost(double, tag = "2")]
     pub upper_bound: f64,
+    #[prost(message, optional, tag = "3")]
+    pub exemplar: Option<Exemplar>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub label: Vec<LabelPair>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(message, optional, tag = "3")]
+    pub timestamp: Option<Timestamp>,
 }
 
 /// A run of consecutive native buckets: `offset` from the end of the previous span (from zero
@@ -121,6 +133,9 @@ pub struct Histogram {
     pub positive_delta: Vec<i64>,
     #[prost(message, optional, tag = "15")]
     pub created_timestamp: Option<Timestamp>,
+    /// Exemplars of a native histogram (the classic buckets carry theirs too).
+    #[prost(message, repeated, tag = "16")]
+    pub exemplars: Vec<Exemplar>,
 }
 
 const COUNTER: i32 = 0;
@@ -240,13 +255,28 @@ impl Writer for ProtobufWriter<'_> {
             previous_count = count;
             previous_index = Some(index);
         }
+        let exemplar = |i: usize| {
+            let e = h.exemplars.as_deref()?.get(i).filter(|e| e.run.0 != 0)?;
+            Some(Exemplar {
+                label: vec![LabelPair {
+                    name: "run_id".into(),
+                    value: e.run.to_string(),
+                }],
+                value: e.value,
+                timestamp: timestamp(Some(e.at_nanos as f64 / 1e9)),
+            })
+        };
+        if h.native.is_on() {
+            histogram.exemplars = (0..h.bucket_counts.len()).filter_map(exemplar).collect();
+        }
         if self.classic {
             let mut cumulative = 0;
-            for (bound, n) in bounds.iter().zip(&h.bucket_counts) {
+            for (i, (bound, n)) in bounds.iter().zip(&h.bucket_counts).enumerate() {
                 cumulative += n;
                 histogram.bucket.push(Bucket {
                     cumulative_count: cumulative,
                     upper_bound: *bound,
+                    exemplar: exemplar(i),
                 });
             }
         }

@@ -75,10 +75,22 @@ impl Writer for TextWriter<'_> {
         let name = std::mem::take(&mut self.name);
         let separator = if labels.is_empty() { "" } else { "," };
         let mut cumulative: u64 = 0;
+        let exemplars = h.exemplars.as_deref().filter(|_| self.open_metrics);
         for (i, n) in h.bucket_counts.iter().enumerate() {
             cumulative += n;
             let le = bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
-            let _ = writeln!(self.out, "{name}_bucket{{{labels}{separator}le=\"{le}\"}} {cumulative}");
+            let _ = write!(self.out, "{name}_bucket{{{labels}{separator}le=\"{le}\"}} {cumulative}");
+            // OpenMetrics: the bucket's latest run, for a click from a slow bucket to the run.
+            if let Some(e) = exemplars.and_then(|e| e.get(i)).filter(|e| e.run.0 != 0) {
+                let _ = write!(
+                    self.out,
+                    " # {{run_id=\"{}\"}} {} {}",
+                    e.run,
+                    format_float(e.value),
+                    format_float(e.at_nanos as f64 / 1e9)
+                );
+            }
+            self.out.push('\n');
         }
         line(self.out, &format!("{name}_sum"), labels, h.sum);
         line(self.out, &format!("{name}_count"), labels, h.count as f64);

@@ -169,6 +169,23 @@ impl PrometheusServer {
         }
     }
 
+    /// The exemplars' labels from GET /api/v1/query_exemplars over the last hour, for `promql`.
+    pub fn exemplars(&self, promql: &str) -> Vec<BTreeMap<String, String>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let data = self.api(&format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            url_encode(promql),
+            now.saturating_sub(3600),
+            now + 60
+        ));
+        (data.as_array().into_iter().flatten())
+            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+            .map(|e| string_map(&e["labels"]))
+            .collect()
+    }
+
     /// True once GET /api/v1/targets shows the target with health "up".
     pub fn target_up(&self) -> bool {
         let data = self.api("/api/v1/targets?state=active");
