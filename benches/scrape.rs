@@ -14,6 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hatchet_run_metrics::aggregate::{Aggregator, Clock};
 use hatchet_run_metrics::config::Config;
 use hatchet_run_metrics::decode::decode;
+use hatchet_run_metrics::exporter::format::Format;
 use hatchet_run_metrics::exporter::gzip;
 use hatchet_run_metrics::exporter::protobuf::ProtobufWriter;
 use hatchet_run_metrics::exporter::text::TextWriter;
@@ -59,7 +60,12 @@ fn bench(c: &mut Criterion) {
     let text = |open_metrics: bool| {
         let mut out = String::with_capacity(64 << 20);
         let mut writer = TextWriter::new(&mut out, open_metrics);
-        Snapshot::take(&agg, end).render(&mut writer);
+        let format = if open_metrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        };
+        Snapshot::take_for(&agg, end, format).render(&mut writer);
         writer.finish();
         out.into_bytes()
     };
@@ -84,7 +90,9 @@ fn bench(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group(format!("scrape_{WORKFLOWS}_workflows"));
     group.sample_size(10);
-    group.bench_function("snapshot", |b| b.iter(|| black_box(Snapshot::take(&agg, end))));
+    group.bench_function("snapshot", |b| {
+        b.iter(|| black_box(Snapshot::take_for(&agg, end, Format::Text)))
+    });
     group.bench_function("snapshot_and_render", |b| b.iter(|| black_box(text(false))));
     group.bench_function("snapshot_and_render_gzip", |b| {
         b.iter(|| black_box(gzip::shared_part(&text(false))))

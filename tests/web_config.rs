@@ -207,3 +207,115 @@ fn a_bad_web_config_is_refused_at_start_with_the_file_the_key_and_why() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A CA (`ca.pem`, `ca.key`) and a client certificate it signed (`client.pem`, `client.key`).
+fn client_ca_and_certificate(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ]
+        .iter()
+        .chain(&["-subj", "/CN=test-client-ca", "-keyout", "ca.key", "-out", "ca.pem"])
+        .copied()
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ]
+        .iter()
+        .chain(&["-subj", "/CN=prometheus", "-keyout", "client.key", "-out", "client.csr"])
+        .copied()
+        .collect::<Vec<_>>(),
+    );
+    std::fs::write(
+        dir.join("client.ext"),
+        "extendedKeyUsage=clientAuth\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client.pem",
+    ]);
+}
+
+#[test]
+fn mutual_tls_lets_in_only_the_clients_the_client_ca_signed() {
+    let dir = temp_dir();
+    self_signed(&dir, "server");
+    client_ca_and_certificate(&dir);
+    std::fs::write(
+        dir.join("web.yml"),
+        "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
+    )
+    .unwrap();
+    let brokers = shared_brokers();
+    let topic = unique_name("mtls");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(create_topic(&brokers, &topic, 1));
+    let service = Service::start_tls(
+        &format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{}\"\n",
+            unique_name("group")
+        ),
+        &format!("web_config_file = {:?}", dir.join("web.yml").display().to_string()),
+    );
+    let target = format!("127.0.0.1:{}", service.port);
+    let path = |name: &str| dir.join(name).display().to_string();
+    let scrape = format!(
+        "  - job_name: with_certificate\n    scheme: https\n    tls_config:\n      ca_file: {server:?}\n      cert_file: {cert:?}\n      key_file: {key:?}\n    static_configs:\n      - targets: [{target:?}]\n\
+         \x20 - job_name: without\n    scheme: https\n    tls_config:\n      ca_file: {server:?}\n    static_configs:\n      - targets: [{target:?}]\n",
+        server = path("cert.pem"),
+        cert = path("client.pem"),
+        key = path("client.key"),
+    );
+    let prometheus = PrometheusServer::start_scraping(&target, &scrape, &[], Duration::from_secs(1), &[]);
+    let up = |job: &str| {
+        prometheus
+            .query(&format!("up{{job=\"{job}\"}}"))
+            .first()
+            .map(|(_, v)| *v)
+    };
+    service.wait_until("Prometheus has scraped both jobs", Duration::from_secs(60), || {
+        up("with_certificate").is_some() && up("without").is_some()
+    });
+    assert_eq!(up("with_certificate"), Some(1.0), "{}", prometheus.log_text());
+    assert_eq!(up("without"), Some(0.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -240,6 +240,21 @@ impl DurationHistogram {
         }
     }
 
+    /// A copy with only the parts a reader needs: without native buckets or exemplars, a copy
+    /// allocates nothing but the classic buckets.
+    pub fn copy(&self, native: bool, exemplars: bool) -> DurationHistogram {
+        DurationHistogram {
+            bucket_counts: self.bucket_counts.clone(),
+            sum: self.sum,
+            count: self.count,
+            native: match native {
+                true => self.native.clone(),
+                false => NativeBuckets::default(),
+            },
+            exemplars: self.exemplars.clone().filter(|_| exemplars),
+        }
+    }
+
     /// Counts `seconds`; `exemplar`: the run it came from, and when it finished.
     fn observe(
         &mut self,

@@ -58,6 +58,9 @@ use tower::ServiceExt;
 /// Requests with larger headers are answered 431.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
+/// Credentials checked at once, at most (see `Endpoints::auth_checks`).
+const AUTH_CHECKS: usize = 2;
+
 /// At shutdown, responses still being written get this long before their connections are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -80,6 +83,9 @@ struct Endpoints {
     filtered: Arc<Semaphore>,
     /// Basic auth for `/metrics` (`http.web_config_file`).
     access: Arc<Access>,
+    /// At most this many credentials are checked at once: a bcrypt check costs tens of
+    /// milliseconds of CPU, and a flood of wrong passwords must not take every core.
+    auth_checks: Arc<Semaphore>,
 }
 
 /// A page's format, and whether it is gzipped.
@@ -134,6 +140,7 @@ pub async fn serve(
             classic: limits.protobuf_classic_buckets,
             filtered: Arc::new(Semaphore::new(1)),
             access: Arc::new(access),
+            auth_checks: Arc::new(Semaphore::new(AUTH_CHECKS)),
         });
     // The web config's headers on every response.
     let headers = Arc::new(headers);
@@ -268,6 +275,9 @@ async fn metrics(
     if !endpoints.access.is_open() {
         let access = endpoints.access.clone();
         let asked = headers.clone();
+        let Ok(_turn) = endpoints.auth_checks.clone().acquire_owned().await else {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
         if !tokio::task::spawn_blocking(move || access.allows(&asked))
             .await
             .unwrap_or(false)

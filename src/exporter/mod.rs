@@ -89,7 +89,24 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Everything, for any format.
     pub fn take(aggregator: &Aggregator, end: WindowEnd) -> Snapshot {
+        Snapshot::take_for(aggregator, end, Format::Protobuf)
+    }
+
+    /// What `format` shows: native buckets for protobuf, exemplars for it and OpenMetrics (the
+    /// copy under the lock is then cheaper for the text format).
+    pub fn take_for(aggregator: &Aggregator, end: WindowEnd, format: Format) -> Snapshot {
+        let (native, exemplars) = (format == Format::Protobuf, format != Format::Text);
+        let copy = |o: &OutcomeStats| OutcomeStats {
+            runs: o.runs,
+            duration: o.duration.copy(native, exemplars),
+            queue: o.queue.copy(native, false),
+        };
+        let copy_labelled = |o: &LabelledOutcome| LabelledOutcome {
+            runs: o.runs,
+            duration: o.duration.copy(native, exemplars),
+        };
         let settings = aggregator.settings();
         let end_nanos = match end {
             WindowEnd::At(nanos) => Some(nanos),
@@ -124,7 +141,7 @@ impl Snapshot {
                     .then(|| s.created_nanos as f64 / 1e9),
                 tenant: tenant_label(s.tenant),
                 workflow: s.workflow.clone(),
-                outcomes: s.outcomes.clone(),
+                outcomes: [copy(&s.outcomes[0]), copy(&s.outcomes[1]), copy(&s.outcomes[2])],
                 by_metadata: {
                     let labels = aggregator.metadata_labels();
                     let mut rows: Vec<_> = (s.by_metadata.iter())
@@ -133,7 +150,14 @@ impl Snapshot {
                             for (i, name) in labels.names().iter().enumerate() {
                                 let _ = write!(text, ",{name}=\"{}\"", escape_label(labels.value(i, key[i])));
                             }
-                            (text, outcomes.clone())
+                            (
+                                text,
+                                [
+                                    copy_labelled(&outcomes[0]),
+                                    copy_labelled(&outcomes[1]),
+                                    copy_labelled(&outcomes[2]),
+                                ],
+                            )
                         })
                         .collect();
                     rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -418,7 +442,7 @@ pub fn workflow_exposition(service: &Service, end: WindowEnd, format: Format, cl
         if let WindowEnd::At(now) = end {
             aggregator.expire(now);
         }
-        Snapshot::take(&aggregator, end)
+        Snapshot::take_for(&aggregator, end, format)
     };
     let body = written(format, classic, false, |out| {
         snapshot.render(out);
@@ -444,7 +468,7 @@ pub fn render_filtered(
         if let WindowEnd::At(now) = end {
             aggregator.expire(now);
         }
-        Snapshot::take(&aggregator, end)
+        Snapshot::take_for(&aggregator, end, format)
     };
     written(format, classic, true, |out| {
         let mut only = writer::Only::new(out, wanted);

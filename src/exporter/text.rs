@@ -14,6 +14,17 @@ pub struct TextWriter<'a> {
     /// The family being written, and its kind.
     name: String,
     kind: Kind,
+    /// A histogram family's sample names and `le` values, made once per family: bucket lines are
+    /// most of a large exposition.
+    histogram: Option<HistogramNames>,
+}
+
+struct HistogramNames {
+    bucket: String,
+    sum: String,
+    count: String,
+    bounds: Vec<f64>,
+    les: Vec<String>,
 }
 
 impl<'a> TextWriter<'a> {
@@ -23,6 +34,7 @@ impl<'a> TextWriter<'a> {
             open_metrics,
             name: String::new(),
             kind: Kind::Gauge,
+            histogram: None,
         }
     }
 
@@ -46,6 +58,7 @@ impl Writer for TextWriter<'_> {
         self.name.clear();
         self.name.push_str(name);
         self.kind = kind;
+        self.histogram = None;
         let (family, kind_text) = match kind {
             Kind::Counter if self.open_metrics => (name.strip_suffix("_total").unwrap_or(name), "counter"),
             Kind::Counter => (name, "counter"),
@@ -72,14 +85,25 @@ impl Writer for TextWriter<'_> {
 
     fn histogram(&mut self, labels: &str, bounds: &[f64], h: &DurationHistogram, created: Option<f64>) {
         // Bucket lines are most of a large exposition: written straight into `out`, no temporaries.
-        let name = std::mem::take(&mut self.name);
+        if self.histogram.as_ref().is_none_or(|names| names.bounds != bounds) {
+            self.histogram = Some(HistogramNames {
+                bucket: format!("{}_bucket", self.name),
+                sum: format!("{}_sum", self.name),
+                count: format!("{}_count", self.name),
+                bounds: bounds.to_vec(),
+                les: (bounds.iter().map(|b| format_float(*b)))
+                    .chain(["+Inf".to_string()])
+                    .collect(),
+            });
+        }
+        let Some(names) = &self.histogram else { return };
         let separator = if labels.is_empty() { "" } else { "," };
         let mut cumulative: u64 = 0;
         let exemplars = h.exemplars.as_deref().filter(|_| self.open_metrics);
-        for (i, n) in h.bucket_counts.iter().enumerate() {
+        for (i, (n, le)) in h.bucket_counts.iter().zip(&names.les).enumerate() {
             cumulative += n;
-            let le = bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
-            let _ = write!(self.out, "{name}_bucket{{{labels}{separator}le=\"{le}\"}} {cumulative}");
+            let bucket = &names.bucket;
+            let _ = write!(self.out, "{bucket}{{{labels}{separator}le=\"{le}\"}} {cumulative}");
             // OpenMetrics: the bucket's latest run, for a click from a slow bucket to the run.
             if let Some(e) = exemplars.and_then(|e| e.get(i)).filter(|e| e.run.0 != 0) {
                 let _ = write!(
@@ -92,8 +116,9 @@ impl Writer for TextWriter<'_> {
             }
             self.out.push('\n');
         }
-        line(self.out, &format!("{name}_sum"), labels, h.sum);
-        line(self.out, &format!("{name}_count"), labels, h.count as f64);
+        line(self.out, &names.sum, labels, h.sum);
+        line(self.out, &names.count, labels, h.count as f64);
+        let name = std::mem::take(&mut self.name);
         self.created(&name, labels, created);
         self.name = name;
     }
