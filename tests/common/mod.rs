@@ -318,14 +318,16 @@ impl Service {
         }
     }
 
-    /// Waits until the service has processed `n` messages in total.
+    /// Waits until the service has processed `n` messages in total, and returns a scrape whose
+    /// workflow metrics show them all: the shared page may be up to `http.page_max_age` (1 s)
+    /// older than the service's own counters beside it, so the scrape is taken once that has
+    /// passed.
     pub fn wait_for_consumed(&self, n: f64) -> Metrics {
-        let mut last = Metrics::default();
         self.wait_until(&format!("{n} messages are consumed"), Duration::from_secs(90), || {
-            last = self.metrics();
-            last.sum("hatchet_run_metrics_messages_consumed_total", &[]) >= n
+            self.metrics().sum("hatchet_run_metrics_messages_consumed_total", &[]) >= n
         });
-        last
+        std::thread::sleep(Duration::from_millis(1100));
+        self.metrics()
     }
 
     /// SIGTERM, and the exit status.
