@@ -129,6 +129,8 @@ pub struct RunUpdate<'a> {
     pub run: V1WorkflowRun<'a>,
     pub tenant: Uuid128,
     pub workflow: Uuid128,
+    /// `metadata.id` as a UUID (as Hatchet writes it); `None` for any other text.
+    pub run_id: Option<Uuid128>,
     pub run_key: RunKey,
 }
 
@@ -188,11 +190,13 @@ fn validate(run: V1WorkflowRun<'_>) -> Result<RunUpdate<'_>, DecodeError> {
             ));
         }
     }
-    let run_key = RunKey::of(&run.metadata.id);
+    let run_id = Uuid128::parse(&run.metadata.id);
+    let run_key = run_id.map_or_else(|| RunKey::of(&run.metadata.id), |id| RunKey(id.0));
     Ok(RunUpdate {
         run,
         tenant,
         workflow,
+        run_id,
         run_key,
     })
 }

@@ -519,60 +519,16 @@ impl Aggregator {
         let Some(stats) = self.series[at].as_mut() else {
             return Applied::InProgress; // unreachable: series_for returns a live series
         };
-        if !live {
-            record_in_windows(
+        if live {
+            count_outcome(
                 stats,
                 &self.settings,
-                partition,
+                &mut self.metadata_labels,
+                update,
                 event_nanos,
+                duration_seconds,
                 queue_seconds,
-                run.status,
-                duration_seconds,
             );
-            return Applied::Outcome {
-                status: run.status,
-                duration_seconds,
-            };
-        }
-
-        let metadata_key =
-            (!self.metadata_labels.is_empty()).then(|| self.metadata_labels.key_of(run.additional_metadata));
-        let bounds = &self.settings.duration_buckets_seconds;
-        let native = self.settings.native_histograms;
-        let exemplar = (self.settings.exemplars)
-            .then(|| Uuid128::parse(&run.metadata.id))
-            .flatten()
-            .map(|id| (id, event_nanos));
-        let index = outcome_index(run.status);
-        if let Some(mut key) = metadata_key {
-            // Values are capped per label, combinations per workflow too (the cap, plus the empty
-            // and the overflow value).
-            if stats.by_metadata.len() >= self.settings.metadata_label_max_values + 2
-                && !stats.by_metadata.contains_key(&key)
-            {
-                key = ALL_OVERFLOW;
-            }
-            let labelled = stats.by_metadata.entry(key).or_insert_with(|| {
-                let empty = LabelledOutcome {
-                    runs: 0,
-                    duration: DurationHistogram::new(bounds.len(), native),
-                };
-                [empty.clone(), empty.clone(), empty]
-            });
-            labelled[index].runs += 1;
-            if let Some(seconds) = duration_seconds {
-                labelled[index].duration.observe(bounds, seconds, native, exemplar);
-            }
-        }
-        let outcome = &mut stats.outcomes[index];
-        outcome.runs += 1;
-        if let Some(seconds) = duration_seconds {
-            outcome.duration.observe(bounds, seconds, native, exemplar);
-        }
-        if let Some(seconds) = queue_seconds {
-            outcome
-                .queue
-                .observe(&self.settings.queue_buckets_seconds, seconds, native, None);
         }
         record_in_windows(
             stats,
@@ -856,6 +812,55 @@ impl Aggregator {
 
     pub fn outcome_memory(&self) -> &OutcomeMemory {
         &self.outcomes
+    }
+}
+
+/// Counts a new outcome (live only: a restored one was counted by whoever processed it first):
+/// its run, duration and queue wait, by metadata labels too.
+fn count_outcome(
+    stats: &mut WorkflowStats,
+    settings: &AggregateSettings,
+    metadata_labels: &mut MetadataLabels,
+    update: &RunUpdate<'_>,
+    event_nanos: i64,
+    duration_seconds: Option<f64>,
+    queue_seconds: Option<f64>,
+) {
+    let run = &update.run;
+    let metadata_key = (!metadata_labels.is_empty()).then(|| metadata_labels.key_of(run.additional_metadata));
+    let bounds = &settings.duration_buckets_seconds;
+    let native = settings.native_histograms;
+    let exemplar = (update.run_id)
+        .filter(|_| settings.exemplars)
+        .map(|id| (id, event_nanos));
+    let index = outcome_index(run.status);
+    if let Some(mut key) = metadata_key {
+        // Values are capped per label, combinations per workflow too (the cap, plus the empty
+        // and the overflow value).
+        if stats.by_metadata.len() >= settings.metadata_label_max_values + 2 && !stats.by_metadata.contains_key(&key) {
+            key = ALL_OVERFLOW;
+        }
+        let labelled = stats.by_metadata.entry(key).or_insert_with(|| {
+            let empty = LabelledOutcome {
+                runs: 0,
+                duration: DurationHistogram::new(bounds.len(), native),
+            };
+            [empty.clone(), empty.clone(), empty]
+        });
+        labelled[index].runs += 1;
+        if let Some(seconds) = duration_seconds {
+            labelled[index].duration.observe(bounds, seconds, native, exemplar);
+        }
+    }
+    let outcome = &mut stats.outcomes[index];
+    outcome.runs += 1;
+    if let Some(seconds) = duration_seconds {
+        outcome.duration.observe(bounds, seconds, native, exemplar);
+    }
+    if let Some(seconds) = queue_seconds {
+        outcome
+            .queue
+            .observe(&settings.queue_buckets_seconds, seconds, native, None);
     }
 }
 
