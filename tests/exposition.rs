@@ -48,27 +48,10 @@ fn config(brokers: &str, topic: &str, group: &str) -> String {
 
 /// `(name, labels, value)` of every sample, as the Python client's OpenMetrics parser reads `page`.
 fn openmetrics_samples(page: &[u8]) -> Vec<String> {
-    let path = std::env::temp_dir().join(unique_name("openmetrics-page.txt"));
-    std::fs::write(&path, page).unwrap();
     let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
                   text = open(sys.argv[1], encoding='utf-8').read()\n\
                   for f in text_string_to_metric_families(text):\n    for s in f.samples:\n        print(s.name, sorted(s.labels.items()), s.value, 'exemplar', s.exemplar and dict(s.exemplar.labels))\n";
-    let python = match std::path::Path::new("/usr/bin/python3").exists() {
-        true => "/usr/bin/python3",
-        false => "python3",
-    };
-    let output = Command::new(python)
-        .args(["-c", script, path.to_str().unwrap()])
-        .output()
-        .expect("python3 with prometheus_client (scripts/test installs it)");
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        output.status.success(),
-        "the OpenMetrics parser refused the page: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
+    (python_on_page(script, page, "the OpenMetrics parser").lines())
         .map(str::to_string)
         .collect()
 }

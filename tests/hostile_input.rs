@@ -10,7 +10,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 const TENANT: &str = "707d0855-80ab-4e1f-a156-f1c4546cbf52";
@@ -205,26 +204,10 @@ fn big_message_producer(brokers: &str) -> FutureProducer {
 /// The page through the Python `prometheus_client` parser, read from a file as Python reads
 /// text (universal newlines): the number of samples it found.
 fn python_samples(page: &str) -> usize {
-    let path = std::env::temp_dir().join(unique_name("hostile-page.txt"));
-    std::fs::write(&path, page).unwrap();
     let script = "import sys\nfrom prometheus_client.parser import text_fd_to_metric_families\n\
                   with open(sys.argv[1], encoding='utf-8') as f:\n    n = sum(len(m.samples) for m in text_fd_to_metric_families(f))\nprint(n)\n";
-    // Debian's python3, which the package installs into, whatever python3 comes first on PATH.
-    let python = match std::path::Path::new("/usr/bin/python3").exists() {
-        true => "/usr/bin/python3",
-        false => "python3",
-    };
-    let output = Command::new(python)
-        .args(["-c", script, path.to_str().unwrap()])
-        .output()
-        .expect("python3 with prometheus_client (scripts/test installs it)");
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        output.status.success(),
-        "the Python parser refused the page: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().parse().expect("a count")
+    let said = python_on_page(script, page.as_bytes(), "the Python parser");
+    said.trim().parse().expect("a count")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

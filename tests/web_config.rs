@@ -102,6 +102,22 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
+/// The service on a topic of its own, with `dir/web.yml` as its web config file.
+fn start_with_web_config(dir: &Path, topic_prefix: &str) -> Service {
+    let brokers = shared_brokers();
+    let topic = unique_name(topic_prefix);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(create_topic(&brokers, &topic, 1));
+    Service::start_tls(
+        &format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{}\"\n",
+            unique_name("group")
+        ),
+        &format!("web_config_file = {:?}", dir.join("web.yml").display().to_string()),
+    )
+}
+
 #[test]
 fn prometheus_scrapes_over_tls_with_basic_auth_and_is_refused_without() {
     let dir = temp_dir();
@@ -116,18 +132,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_is_refused_without() {
         ),
     )
     .unwrap();
-    let brokers = shared_brokers();
-    let topic = unique_name("tls");
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(create_topic(&brokers, &topic, 1));
-    let service = Service::start_tls(
-        &format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{}\"\n",
-            unique_name("group")
-        ),
-        &format!("web_config_file = {:?}", dir.join("web.yml").display().to_string()),
-    );
+    let service = start_with_web_config(&dir, "tls");
     let ca = dir.join("cert.pem");
     // "prometheus:s3cret" and "prometheus:wrong".
     let (good, wrong) = ("cHJvbWV0aGV1czpzM2NyZXQ=", "cHJvbWV0aGV1czp3cm9uZw==");
@@ -284,18 +289,7 @@ fn mutual_tls_lets_in_only_the_clients_the_client_ca_signed() {
         "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
     )
     .unwrap();
-    let brokers = shared_brokers();
-    let topic = unique_name("mtls");
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(create_topic(&brokers, &topic, 1));
-    let service = Service::start_tls(
-        &format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{}\"\n",
-            unique_name("group")
-        ),
-        &format!("web_config_file = {:?}", dir.join("web.yml").display().to_string()),
-    );
+    let service = start_with_web_config(&dir, "mtls");
     let target = format!("127.0.0.1:{}", service.port);
     let path = |name: &str| dir.join(name).display().to_string();
     let scrape = format!(

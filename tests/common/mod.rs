@@ -567,6 +567,29 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
     headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
+/// Runs the Python `script` (which reads the file named by `sys.argv[1]`) on `page` with Debian's
+/// python3, the one `prometheus_client` is installed into (scripts/test installs it), whatever
+/// python3 comes first on PATH; its standard output. Panics with `what` when it fails.
+pub fn python_on_page(script: &str, page: &[u8], what: &str) -> String {
+    let path = std::env::temp_dir().join(unique_name("page.txt"));
+    std::fs::write(&path, page).unwrap();
+    let python = match Path::new("/usr/bin/python3").exists() {
+        true => "/usr/bin/python3",
+        false => "python3",
+    };
+    let output = Command::new(python)
+        .args(["-c", script, path.to_str().unwrap()])
+        .output()
+        .expect("python3 with prometheus_client (scripts/test installs it)");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        output.status.success(),
+        "{what} refused the page: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 pub fn promtool_check_metrics(page: &[u8]) {
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
