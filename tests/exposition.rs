@@ -12,7 +12,6 @@ use hatchet_run_metrics::exporter::protobuf::MetricFamily;
 use prost::Message;
 use serde_json::json;
 use std::io::Read;
-use std::process::Command;
 use std::time::Duration;
 
 const TENANT: &str = "707d0855-80ab-4e1f-a156-f1c4546cbf52";
