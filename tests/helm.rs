@@ -195,3 +195,27 @@ fn the_prometheus_rule_is_what_rules_writes_for_the_charts_thresholds() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// The plain manifests for `kubectl apply` are the chart's output, not a second copy to keep in
+/// step by hand.
+#[test]
+fn the_kubernetes_example_is_what_the_chart_renders() {
+    const EXAMPLE: &str = "deploy/kubernetes/hatchet-run-metrics.yaml";
+    let committed = read(EXAMPLE);
+    let body = committed
+        .find("\n---\n")
+        .map(|at| &committed[at + 1..])
+        .expect("a header, then the rendered objects");
+    let rendered = run(Command::new(helm()).args([
+        "template",
+        "hatchet-run-metrics",
+        CHART,
+        "-f",
+        "deploy/kubernetes/values.yaml",
+    ]));
+    assert!(
+        body == rendered,
+        "{EXAMPLE} is not what the chart renders: regenerate its body with \
+         `helm template hatchet-run-metrics {CHART} -f deploy/kubernetes/values.yaml`"
+    );
+}
