@@ -1,8 +1,11 @@
 //! Decode + aggregate per message, against plain `serde_json` parsing of the same bytes.
 //!
 //! `cargo bench --bench pipeline` prints time per message and messages per second (criterion's
-//! "thrpt") for ~400-byte and ~4 KB updates. The baseline `serde_json_ignored_any` parses the same
-//! bytes into `IgnoredAny`: the floor any JSON consumer pays.
+//! "thrpt") for ~600-byte and ~4 KB uniform updates, and for a varied stream: the synthetic
+//! generator's output (every run new, each of its timestamp styles and offsets, retries, replays
+//! and redeliveries), which is what a real topic looks like to the caches. The baseline
+//! `serde_json_ignored_any` parses the same bytes into `IgnoredAny`: the floor any JSON consumer
+//! pays.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use hatchet_run_metrics::aggregate::outcome_memory::OutcomeMemoryLimits;
@@ -10,6 +13,7 @@ use hatchet_run_metrics::aggregate::{AggregateSettings, Aggregator, Clock};
 use hatchet_run_metrics::config::DEFAULT_DURATION_BUCKETS;
 use hatchet_run_metrics::decode::decode;
 use hatchet_run_metrics::ids::Partition;
+use hatchet_run_metrics::traffic::synthetic::{SyntheticTraffic, TrafficProfile};
 use serde_json::json;
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -68,9 +72,27 @@ fn aggregator() -> Aggregator {
     )
 }
 
+/// The first `n` messages of the synthetic stream (10 workflows, 2 tenants, one of them writing
+/// `-05:00` offsets), as `produce --synthetic` sends them.
+fn varied(n: usize) -> Vec<Vec<u8>> {
+    let profile = TrafficProfile {
+        workflows: 10,
+        runs_per_second: 200.0,
+        ..TrafficProfile::default()
+    };
+    let start = chrono::DateTime::from_timestamp(1_787_407_391, 0).expect("a valid time");
+    SyntheticTraffic::new(&profile, start)
+        .take(n)
+        .map(|m| m.payload)
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
-    for (name, input_bytes) in [("small", 0), ("large", 3400)] {
-        let batch = messages(10_000, input_bytes);
+    for (name, batch) in [
+        ("small", messages(10_000, 0)),
+        ("large", messages(10_000, 3400)),
+        ("varied", varied(10_000)),
+    ] {
         let mean = batch.iter().map(Vec::len).sum::<usize>() / batch.len();
         let mut group = c.benchmark_group(format!("{name}_{mean}B"));
         group.throughput(Throughput::Elements(batch.len() as u64));
