@@ -1,7 +1,8 @@
 //! One Kafka message's bytes -> one validated update, or a typed reason why not.
 //!
-//! The hot path is a single borrowing `serde_json` pass into the model (no `Value` tree, the opaque
-//! `input`/`output`/`additionalMetadata` kept as raw text) followed by cheap checks. Only when that
+//! The hot path is a single borrowing pass into the model (no `Value` tree, the opaque
+//! `input`/`output`/`additionalMetadata` kept as raw text) followed by cheap checks: a scanner
+//! made for this one document shape (`fast`), with `serde_json` reading whatever it is unsure of. Only when that
 //! pass fails do we read the message a second time to say *why* (`classify`): rejections are
 //! rare, so that time does not matter, but their memory does (anyone who can produce to the topic
 //! chooses them), so the second look streams too and keeps nothing but a verdict per field. The
@@ -13,6 +14,8 @@ use crate::ids::{RunKey, Uuid128};
 use crate::model::{V1TaskStatus, V1WorkflowRun};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::fmt;
+
+mod fast;
 
 /// Why a message was rejected. A small fixed set: each is a value of the `reason` label of
 /// `hatchet_run_metrics_rejected_messages_total`.
@@ -154,9 +157,14 @@ pub fn decode(payload: Option<&[u8]>, max_bytes: usize) -> Result<RunUpdate<'_>,
     if text.trim_start().as_bytes().first() != Some(&b'{') {
         return Err(classify(bytes, None));
     }
-    let run: V1WorkflowRun = match serde_json::from_str(text) {
-        Ok(run) => run,
-        Err(error) => return Err(classify(bytes, Some(&error))),
+    // The fast path reads what Hatchet writes; whatever it is unsure of, serde reads (and
+    // explains when it refuses).
+    let run: V1WorkflowRun = match fast::run(text) {
+        Some(run) => run,
+        None => match serde_json::from_str(text) {
+            Ok(run) => run,
+            Err(error) => return Err(classify(bytes, Some(&error))),
+        },
     };
     validate(run)
 }

@@ -28,24 +28,35 @@ pub struct Uuid128(pub u128);
 impl Uuid128 {
     /// Parses the canonical 8-4-4-4-12 hexadecimal form (either case).
     pub fn parse(text: &str) -> Option<Uuid128> {
-        let b = text.as_bytes();
-        if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        // The 32 digits' places in the 36 bytes.
+        const DIGITS: [usize; 32] = {
+            let mut places = [0; 32];
+            let (mut at, mut k) = (0, 0);
+            while k < 32 {
+                if !matches!(at, 8 | 13 | 18 | 23) {
+                    places[k] = at;
+                    k += 1;
+                }
+                at += 1;
+            }
+            places
+        };
+        let b: &[u8; 36] = text.as_bytes().try_into().ok()?;
+        if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
             return None;
         }
-        let mut value: u128 = 0;
+        let (mut high, mut low) = (0u64, 0u64);
         let mut invalid = 0u8;
-        for &c in b[0..8]
-            .iter()
-            .chain(&b[9..13])
-            .chain(&b[14..18])
-            .chain(&b[19..23])
-            .chain(&b[24..36])
-        {
-            let nibble = HEX[usize::from(c)];
+        for (k, &at) in DIGITS.iter().enumerate() {
+            let nibble = HEX[usize::from(b[at])];
             invalid |= nibble;
-            value = (value << 4) | u128::from(nibble & 0x0f);
+            if k < 16 {
+                high = (high << 4) | u64::from(nibble & 0x0f);
+            } else {
+                low = (low << 4) | u64::from(nibble & 0x0f);
+            }
         }
-        (invalid & 0x80 == 0).then_some(Uuid128(value))
+        (invalid & 0x80 == 0).then_some(Uuid128((u128::from(high) << 64) | u128::from(low)))
     }
 }
 
@@ -163,6 +174,32 @@ mod tests {
         assert_eq!(id.to_string(), "707d0855-80ab-4e1f-a156-f1c4546cbf52");
         assert_eq!(Uuid128(1).to_string(), "00000000-0000-0000-0000-000000000001");
         assert_eq!(Uuid128::parse("not-a-uuid"), None);
+    }
+
+    #[test]
+    fn uuids_parse_as_their_hexadecimal_digits_and_nothing_else_does() {
+        let mut value: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        for _ in 0..200 {
+            value = value
+                .rotate_left(7)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+            let text = Uuid128(value).to_string();
+            assert_eq!(Uuid128::parse(&text), Some(Uuid128(value)), "{text}");
+            assert_eq!(Uuid128::parse(&text.to_uppercase()), Some(Uuid128(value)), "{text}");
+            for at in 0..36 {
+                for bad in [b'g', b'-', b' ', b'/', b':', b'@', b'G', b'`'] {
+                    let mut bytes = text.clone().into_bytes();
+                    if bytes[at] == bad {
+                        continue;
+                    }
+                    bytes[at] = bad;
+                    let changed = String::from_utf8(bytes).unwrap();
+                    assert_eq!(Uuid128::parse(&changed), None, "{changed}");
+                }
+            }
+            assert_eq!(Uuid128::parse(&text[1..]), None);
+            assert_eq!(Uuid128::parse(&format!("{text}0")), None);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! key that turns out to carry ids cannot explode the exposition.
 
 use super::label_value::{self, AlterationCounts};
+use crate::model::RawJson;
 use rustc_hash::FxHashMap;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -75,7 +76,7 @@ impl MetadataLabels {
 
     /// The key of one outcome's `additionalMetadata` (absent or not an object: all empty).
     /// Strings are taken unescaped, other JSON values as their JSON text, `null` as empty.
-    pub fn key_of(&mut self, metadata: Option<&RawValue>) -> MetadataKey {
+    pub fn key_of(&mut self, metadata: Option<RawJson<'_>>) -> MetadataKey {
         let mut key = [ABSENT; MAX_METADATA_LABELS];
         let Some(raw) = metadata else { return key };
         let mut found: [Option<Cow<'_, str>>; MAX_METADATA_LABELS] = Default::default();
@@ -163,24 +164,22 @@ impl<'de> Visitor<'de> for Pick<'_, '_, 'de> {
 mod tests {
     use super::*;
 
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(text.to_string()).unwrap()
+    fn raw(text: &str) -> RawJson<'_> {
+        RawJson::from_checked(text)
     }
 
     #[test]
     fn picks_configured_keys_and_interns_values() {
         let mut labels = MetadataLabels::new(vec!["customer_tier".into(), "source".into()], 10, 128);
-        let gold = labels.key_of(Some(&raw(
-            r#"{"source":"api","x":{"deep":[1]},"customer_tier":"gold"}"#,
-        )));
-        let again = labels.key_of(Some(&raw(r#"{"customer_tier":"gold","source":"api"}"#)));
+        let gold = labels.key_of(Some(raw(r#"{"source":"api","x":{"deep":[1]},"customer_tier":"gold"}"#)));
+        let again = labels.key_of(Some(raw(r#"{"customer_tier":"gold","source":"api"}"#)));
         assert_eq!(gold, again);
         assert_eq!(labels.value(0, gold[0]), "gold");
         assert_eq!(labels.value(1, gold[1]), "api");
-        let absent = labels.key_of(Some(&raw(r#"{"source":null}"#)));
+        let absent = labels.key_of(Some(raw(r#"{"source":null}"#)));
         assert_eq!((labels.value(0, absent[0]), labels.value(1, absent[1])), ("", ""));
         assert_eq!(labels.key_of(None), [0; MAX_METADATA_LABELS]);
-        let typed = labels.key_of(Some(&raw(r#"{"customer_tier":42,"source":"caf\u00e9 \"x\""}"#)));
+        let typed = labels.key_of(Some(raw(r#"{"customer_tier":42,"source":"caf\u00e9 \"x\""}"#)));
         assert_eq!(
             (labels.value(0, typed[0]), labels.value(1, typed[1])),
             ("42", "café \"x\"")
@@ -191,43 +190,43 @@ mod tests {
     fn values_beyond_the_cap_fold_into_overflow() {
         let mut labels = MetadataLabels::new(vec!["customer_id".into()], 3, 128);
         let keys: Vec<_> = (0..10)
-            .map(|i| labels.key_of(Some(&raw(&format!(r#"{{"customer_id":"c{i}"}}"#)))))
+            .map(|i| labels.key_of(Some(raw(&format!(r#"{{"customer_id":"c{i}"}}"#)))))
             .collect();
         let texts: Vec<_> = keys.iter().map(|k| labels.value(0, k[0]).to_string()).collect();
         assert_eq!(&texts[..4], ["c0", "c1", "c2", OVERFLOW_VALUE]);
         assert_eq!(labels.folded, 7);
-        let known = labels.key_of(Some(&raw(r#"{"customer_id":"c1"}"#)));
+        let known = labels.key_of(Some(raw(r#"{"customer_id":"c1"}"#)));
         assert_eq!(labels.value(0, known[0]), "c1", "known values stay");
     }
 
     #[test]
     fn a_value_spelled_like_the_overflow_is_the_overflow() {
         let mut labels = MetadataLabels::new(vec!["tier".into()], 1, 128);
-        let spelled = labels.key_of(Some(&raw(r#"{"tier":"__overflow__"}"#)));
-        labels.key_of(Some(&raw(r#"{"tier":"gold"}"#)));
-        let folded = labels.key_of(Some(&raw(r#"{"tier":"silver"}"#)));
+        let spelled = labels.key_of(Some(raw(r#"{"tier":"__overflow__"}"#)));
+        labels.key_of(Some(raw(r#"{"tier":"gold"}"#)));
+        let folded = labels.key_of(Some(raw(r#"{"tier":"silver"}"#)));
         assert_eq!(spelled, folded, "one series, not two with the same labels");
     }
 
     #[test]
     fn malformed_metadata_gives_empty_values() {
         let mut labels = MetadataLabels::new(vec!["a".into()], 3, 128);
-        assert_eq!(labels.key_of(Some(&raw(r#"[1,2]"#))), [0; MAX_METADATA_LABELS]);
-        assert_eq!(labels.key_of(Some(&raw(r#""text""#))), [0; MAX_METADATA_LABELS]);
+        assert_eq!(labels.key_of(Some(raw(r#"[1,2]"#))), [0; MAX_METADATA_LABELS]);
+        assert_eq!(labels.key_of(Some(raw(r#""text""#))), [0; MAX_METADATA_LABELS]);
     }
 
     #[test]
     fn long_and_unsafe_values_are_stored_as_label_values_and_counted_once() {
         let mut labels = MetadataLabels::new(vec!["customer".into()], 10, 64);
         let long = "c".repeat(1 << 20);
-        let doc = |value: &str| raw(&serde_json::json!({ "customer": value }).to_string());
-        let first = labels.key_of(Some(&doc(&long)));
-        let again = labels.key_of(Some(&doc(&long)));
+        let doc = |value: &str| serde_json::json!({ "customer": value }).to_string();
+        let first = labels.key_of(Some(raw(&doc(&long))));
+        let again = labels.key_of(Some(raw(&doc(&long))));
         assert_eq!(first, again);
         assert_eq!(labels.value(0, first[0]).len(), 64);
-        let other = labels.key_of(Some(&doc(&format!("{}d", &long[1..]))));
+        let other = labels.key_of(Some(raw(&doc(&format!("{}d", &long[1..])))));
         assert_ne!(first, other, "long values that differ stay distinct");
-        let unsafe_value = labels.key_of(Some(&doc("gold\r\n\u{0}")));
+        let unsafe_value = labels.key_of(Some(raw(&doc("gold\r\n\u{0}"))));
         assert_eq!(labels.value(0, unsafe_value[0]), "gold\u{FFFD}\u{FFFD}\u{FFFD}");
         assert_eq!(labels.altered[0], AlterationCounts { cut: 2, replaced: 1 });
         let stored: usize = labels.ids[0].keys().map(String::len).sum();

@@ -190,13 +190,13 @@ pub struct V1WorkflowRun<'a> {
     #[serde(borrow)]
     pub tenant_id: Cow<'a, str>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub additional_metadata: Option<&'a RawValue>,
+    pub additional_metadata: Option<RawJson<'a>>,
     #[serde(borrow)]
     pub display_name: Cow<'a, str>,
     #[serde(borrow)]
     pub workflow_id: Cow<'a, str>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub output: Option<&'a RawValue>,
+    pub output: Option<RawJson<'a>>,
     #[serde(
         default,
         borrow,
@@ -212,7 +212,7 @@ pub struct V1WorkflowRun<'a> {
     )]
     pub workflow_version_id: Option<Cow<'a, str>>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub input: Option<&'a RawValue>,
+    pub input: Option<RawJson<'a>>,
     #[serde(default, with = "timestamp::optional", skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Timestamp>,
     #[serde(
@@ -224,6 +224,37 @@ pub struct V1WorkflowRun<'a> {
     pub parent_task_external_id: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payloads_restricted: Option<bool>,
+}
+
+/// One JSON value kept as its text, borrowed from the message: what `input`, `output` and
+/// `additionalMetadata` are to this service (their content is the workflow's own business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawJson<'a>(&'a str);
+
+impl<'a> RawJson<'a> {
+    /// `text` must be exactly one JSON value, without surrounding whitespace, as a parser that
+    /// checked it found it (serde_json's `RawValue`, or `decode`'s fast path).
+    pub fn from_checked(text: &'a str) -> RawJson<'a> {
+        RawJson(text)
+    }
+
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawJson<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: &'de RawValue = Deserialize::deserialize(d)?;
+        Ok(RawJson(raw.get()))
+    }
+}
+
+impl Serialize for RawJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
 }
 
 /// `Option<Cow<str>>` that borrows from the message when the string has no escapes (serde's own

@@ -5,7 +5,7 @@
 //! fast: it runs several times per message on the hot path, so it does no allocation and no
 //! format-string interpretation.
 
-use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeZone};
 use serde::{de, Deserializer, Serializer};
 use std::fmt;
 
@@ -68,10 +68,15 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         return None;
     }
     let offset = FixedOffset::east_opt(offset_seconds)?;
-    let local_seconds =
-        days_from_civil(year as i64, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    let utc = DateTime::from_timestamp(local_seconds - i64::from(offset_seconds), nanos)?;
-    Some(utc.with_timezone(&offset))
+    // From the calendar fields (table lookups), not from a count of days (divisions).
+    let local = NaiveDateTime::new(
+        NaiveDate::from_ymd_opt(year as i32, month, day)?,
+        NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?,
+    );
+    if offset_seconds == 0 {
+        return Some(DateTime::from_naive_utc_and_offset(local, offset));
+    }
+    offset.from_local_datetime(&local).single()
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
@@ -81,17 +86,6 @@ fn days_in_month(year: u32, month: u32) -> u32 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = i64::from((month + 9) % 12);
-    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 fn digits(bytes: &[u8]) -> Option<u32> {
