@@ -290,15 +290,16 @@ impl Telemetry {
     }
 }
 
-/// A message was read and processed (accepted or rejected) at `now_nanos`.
+/// `messages` messages of one partition were read and processed (accepted or rejected) at `now_nanos`.
 pub struct MessageProcessed<'a> {
     pub counter: &'a IntCounter,
+    pub messages: u64,
     pub now_nanos: i64,
 }
 
 impl MessageProcessed<'_> {
     pub fn emit(self, telemetry: &Telemetry) {
-        self.counter.inc();
+        self.counter.inc_by(self.messages);
         telemetry.last_message.set(self.now_nanos as f64 / 1e9);
     }
 }

@@ -9,6 +9,13 @@ use crate::events::{DuplicateOutcome, MessageOrigin, MessageRejected, Telemetry}
 use crate::ids::Partition;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// One message for [`Pipeline::process_batch`]: its bytes, where it came from, its partition.
+pub struct Input<'a> {
+    pub payload: Option<&'a [u8]>,
+    pub origin: MessageOrigin<'a>,
+    pub partition: Partition,
+}
+
 #[derive(Clone)]
 pub struct Pipeline {
     aggregator: Arc<Mutex<Aggregator>>,
@@ -35,32 +42,56 @@ impl Pipeline {
         partition: Partition,
         now_nanos: i64,
     ) -> Result<Applied, RejectReason> {
-        let update = match decode(payload, self.max_message_bytes) {
-            Ok(update) => update,
-            Err(error) => {
-                MessageRejected { origin, error: &error }.emit(&self.telemetry);
-                if let MessageOrigin::Kafka { offset, .. } = origin {
-                    self.aggregator().processed(partition, offset + 1);
-                }
-                return Err(error.reason);
-            }
+        let mut results = Vec::with_capacity(1);
+        let input = Input {
+            payload,
+            origin: *origin,
+            partition,
         };
-        let applied = {
+        self.process_batch(std::slice::from_ref(&input), now_nanos, &mut results);
+        results.pop().unwrap_or(Err(RejectReason::Empty))
+    }
+
+    /// Processes messages in their order, as [`Pipeline::process`] does each, with one result per
+    /// message in `results` (cleared first). They are decoded before the aggregation is locked,
+    /// and it is locked once for all of them: consumption and scrapes wait only for the counting.
+    pub fn process_batch(
+        &self,
+        inputs: &[Input<'_>],
+        now_nanos: i64,
+        results: &mut Vec<Result<Applied, RejectReason>>,
+    ) {
+        let decoded: Vec<_> = (inputs.iter())
+            .map(|input| decode(input.payload, self.max_message_bytes))
+            .collect();
+        results.clear();
+        {
             let mut aggregator = self.aggregator();
-            let applied = aggregator.apply(&update, partition, now_nanos);
-            if let MessageOrigin::Kafka { offset, .. } = origin {
-                aggregator.processed(partition, offset + 1);
+            for (input, update) in inputs.iter().zip(&decoded) {
+                results.push(match update {
+                    Ok(update) => Ok(aggregator.apply(update, input.partition, now_nanos)),
+                    Err(error) => Err(error.reason),
+                });
+                if let MessageOrigin::Kafka { offset, .. } = input.origin {
+                    aggregator.processed(input.partition, offset + 1);
+                }
             }
-            applied
-        };
-        if applied == Applied::Duplicate {
-            DuplicateOutcome {
-                origin,
-                run_id: &update.run.metadata.id,
-            }
-            .emit(&self.telemetry);
         }
-        Ok(applied)
+        for ((input, update), result) in inputs.iter().zip(&decoded).zip(results.iter()) {
+            match (update, result) {
+                (Err(error), _) => MessageRejected {
+                    origin: &input.origin,
+                    error,
+                }
+                .emit(&self.telemetry),
+                (Ok(update), Ok(Applied::Duplicate)) => DuplicateOutcome {
+                    origin: &input.origin,
+                    run_id: &update.run.metadata.id,
+                }
+                .emit(&self.telemetry),
+                _ => {}
+            }
+        }
     }
 
     /// Rebuilds the state a message that was already processed left (see

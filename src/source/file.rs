@@ -41,6 +41,7 @@ pub fn replay(reader: impl BufRead, name: &str, pipeline: &Pipeline) -> std::io:
         }
         MessageProcessed {
             counter: &counter,
+            messages: 1,
             now_nanos: now,
         }
         .emit(pipeline.telemetry());

@@ -47,7 +47,7 @@ use crate::events::{
     OffsetsCommitted, Rebalanced, RestoreFinished, RestoreSkipped, RestoreStarted, RevokedStateDropped, Telemetry,
 };
 use crate::ids::{Partition, Positions};
-use crate::pipeline::{now_nanos, Pipeline};
+use crate::pipeline::{now_nanos, Input, Pipeline};
 use crate::service::{Readiness, RestoreProgress, Service};
 use prometheus::IntCounter;
 use rdkafka::client::ClientContext;
@@ -271,6 +271,10 @@ impl PartitionCache {
         };
         let (.., number, counter) = &self.entries[at];
         (*number, counter)
+    }
+
+    fn counter(&self, number: Partition) -> Option<&IntCounter> {
+        (self.entries.iter()).find_map(|(.., n, counter)| (*n == number).then_some(counter))
     }
 }
 
@@ -580,6 +584,30 @@ fn emit_commit(result: KafkaResult<()>, telemetry: &Telemetry) {
 /// A newly assigned partition's state is rebuilt from the `restore_lookback` before its
 /// committed offset (zero: not at all). Resolve `shutdown` once `/metrics` is no longer served,
 /// so that the last commit includes every scrape delivered.
+/// The most messages processed together: those the client already holds when one arrives.
+const MAX_BATCH: usize = 256;
+
+/// A future's output if it is ready at its first poll, without waiting for it.
+fn ready_now<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+fn client_error(error: &KafkaError, telemetry: &Telemetry) {
+    let code = error
+        .rdkafka_error_code()
+        .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
+    KafkaClientError {
+        code: &code,
+        reason: &error.to_string(),
+    }
+    .emit(telemetry);
+}
+
 pub async fn consume(
     config: &KafkaConfig,
     restore_lookback: Duration,
@@ -611,6 +639,7 @@ pub async fn consume(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut delivered = service.delivered_scrapes();
     let mut last_delivery = Instant::now();
+    let mut results = Vec::with_capacity(MAX_BATCH);
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
@@ -654,56 +683,80 @@ pub async fn consume(
             }
             message = consumer.recv() => message,
         };
-        let message = match message {
+        let first = match message {
             Ok(message) => message,
             Err(error) => {
-                let code = error
-                    .rdkafka_error_code()
-                    .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-                KafkaClientError {
-                    code: &code,
-                    reason: &error.to_string(),
+                client_error(&error, &telemetry);
+                continue;
+            }
+        };
+        // What else the client already holds, without waiting: one batch, one clock reading, one
+        // lock of the aggregation.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ready_now(consumer.recv()) {
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(error)) => {
+                    client_error(&error, &telemetry);
+                    break;
+                }
+                None => break,
+            }
+        }
+        readiness.broker_answered();
+        let now = now_nanos();
+        let mut inputs = Vec::with_capacity(batch.len());
+        let mut consumed: Vec<(Partition, u64)> = Vec::new();
+        for message in &batch {
+            let (topic, partition) = (message.topic(), message.partition());
+            let (number, _) = partitions.get(topic, partition, &telemetry, &assignment);
+            if assignment.restoring() {
+                let mut state = assignment.lock();
+                let offset = message.offset();
+                if let Some(at) = state.restore_of(topic, partition, offset) {
+                    // Already counted by whoever processed it: its offset is below the committed one.
+                    let sent = (message.timestamp().to_millis()).map_or(now, |ms| ms.saturating_mul(1_000_000));
+                    let restored = pipeline.restore(message.payload(), number, now, sent).is_ok();
+                    let restore = &mut state.restores[at];
+                    restore.at = offset;
+                    restore.applied += u64::from(restored);
+                    restore.rejected += u64::from(!restored);
+                    if offset + 1 >= restore.until {
+                        state.restores.swap_remove(at).report(&telemetry);
+                        assignment.restores_changed(&state, readiness);
+                    }
+                    continue;
+                }
+            }
+            match consumed.last_mut() {
+                Some((last, n)) if *last == number => *n += 1,
+                _ => consumed.push((number, 1)),
+            }
+            inputs.push(Input {
+                payload: message.payload(),
+                origin: MessageOrigin::Kafka {
+                    topic,
+                    partition,
+                    offset: message.offset(),
+                },
+                partition: number,
+            });
+        }
+        // A rejected message is counted and logged by the pipeline, and its position recorded
+        // like any other's, so that it never stalls the partition. (A partition's restored
+        // messages come before its others, so doing these after them keeps each partition's order.)
+        pipeline.process_batch(&inputs, now, &mut results);
+        // Counted as consumed once their effect is in the metrics.
+        for (number, n) in consumed.drain(..) {
+            if let Some(counter) = partitions.counter(number) {
+                MessageProcessed {
+                    counter,
+                    messages: n,
+                    now_nanos: now,
                 }
                 .emit(&telemetry);
-                continue;
-            }
-        };
-        readiness.broker_answered();
-        let (topic, partition) = (message.topic(), message.partition());
-        let (number, counter) = partitions.get(topic, partition, &telemetry, &assignment);
-        if assignment.restoring() {
-            let mut state = assignment.lock();
-            let offset = message.offset();
-            if let Some(at) = state.restore_of(topic, partition, offset) {
-                // Already counted by whoever processed it: its offset is below the committed one.
-                let now = now_nanos();
-                let sent = (message.timestamp().to_millis()).map_or(now, |ms| ms.saturating_mul(1_000_000));
-                let restored = pipeline.restore(message.payload(), number, now, sent).is_ok();
-                let restore = &mut state.restores[at];
-                restore.at = offset;
-                restore.applied += u64::from(restored);
-                restore.rejected += u64::from(!restored);
-                if offset + 1 >= restore.until {
-                    state.restores.swap_remove(at).report(&telemetry);
-                    assignment.restores_changed(&state, readiness);
-                }
-                continue;
             }
         }
-        let origin = MessageOrigin::Kafka {
-            topic,
-            partition,
-            offset: message.offset(),
-        };
-        // A rejected message is counted and logged by the pipeline, and its position recorded
-        // like any other's, so that it never stalls the partition.
-        let now = now_nanos();
-        let _ = pipeline.process(message.payload(), &origin, number, now);
-        MessageProcessed {
-            counter,
-            now_nanos: now,
-        }
-        .emit(&telemetry);
     }
     tracing::info!("shutting down: committing the offsets scrapes delivered");
     consumer.context().leaving.store(true, Ordering::Relaxed);
