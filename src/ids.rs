@@ -4,23 +4,6 @@
 
 use std::fmt;
 
-/// Hexadecimal digit values; `0x80` marks a byte that is not one.
-const HEX: [u8; 256] = {
-    let mut table = [0x80u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        table[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
-
 /// A UUID as 128 bits: the cheap, allocation-free key for tenants and workflows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Uuid128(pub u128);
@@ -28,36 +11,47 @@ pub struct Uuid128(pub u128);
 impl Uuid128 {
     /// Parses the canonical 8-4-4-4-12 hexadecimal form (either case).
     pub fn parse(text: &str) -> Option<Uuid128> {
-        // The 32 digits' places in the 36 bytes.
-        const DIGITS: [usize; 32] = {
-            let mut places = [0; 32];
-            let (mut at, mut k) = (0, 0);
-            while k < 32 {
-                if !matches!(at, 8 | 13 | 18 | 23) {
-                    places[k] = at;
-                    k += 1;
-                }
-                at += 1;
-            }
-            places
-        };
         let b: &[u8; 36] = text.as_bytes().try_into().ok()?;
         if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
             return None;
         }
-        let (mut high, mut low) = (0u64, 0u64);
-        let mut invalid = 0u8;
-        for (k, &at) in DIGITS.iter().enumerate() {
-            let nibble = HEX[usize::from(b[at])];
-            invalid |= nibble;
-            if k < 16 {
-                high = (high << 4) | u64::from(nibble & 0x0f);
-            } else {
-                low = (low << 4) | u64::from(nibble & 0x0f);
-            }
+        // The 32 digits side by side, then eight at a time.
+        let mut digits = [0u8; 32];
+        digits[0..8].copy_from_slice(&b[0..8]);
+        digits[8..12].copy_from_slice(&b[9..13]);
+        digits[12..16].copy_from_slice(&b[14..18]);
+        digits[16..20].copy_from_slice(&b[19..23]);
+        digits[20..32].copy_from_slice(&b[24..36]);
+        let mut value: u128 = 0;
+        for chunk in digits.chunks_exact(8) {
+            let word = u64::from_le_bytes(chunk.try_into().ok()?);
+            value = (value << 32) | u128::from(hex8(word)?);
         }
-        (invalid & 0x80 == 0).then_some(Uuid128((u128::from(high) << 64) | u128::from(low)))
+        Some(Uuid128(value))
     }
+}
+
+/// Eight hexadecimal digits (either case, the first in the lowest byte) as their value, or `None`
+/// if any byte is not one; all eight at once.
+fn hex8(word: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if word & HIGH != 0 {
+        return None;
+    }
+    // With every byte below 0x80, adding 0x80 - k sets a byte's high bit exactly when it is >= k.
+    let at_least = |w: u64, k: u8| w + ONES * u64::from(0x80 - k);
+    let lower = word | (ONES * 0x20);
+    let digit = at_least(word, b'0') & !at_least(word, b'9' + 1);
+    let letter = at_least(lower, b'a') & !at_least(lower, b'f' + 1);
+    if (digit | letter) & HIGH != HIGH {
+        return None;
+    }
+    let nibbles = (word & (ONES * 0x0f)) + ((letter & HIGH) >> 7) * 9;
+    // Pairs, then quads, then the eight, the first digit highest.
+    let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let quads = ((pairs << 8) | (pairs >> 16)) & 0x0000_ffff_0000_ffff;
+    Some((((quads << 16) | (quads >> 32)) & 0xffff_ffff) as u32)
 }
 
 /// A run's identity for remembering outcomes: the UUID's bits when `metadata.id` is a UUID (it
@@ -187,7 +181,7 @@ mod tests {
             assert_eq!(Uuid128::parse(&text), Some(Uuid128(value)), "{text}");
             assert_eq!(Uuid128::parse(&text.to_uppercase()), Some(Uuid128(value)), "{text}");
             for at in 0..36 {
-                for bad in [b'g', b'-', b' ', b'/', b':', b'@', b'G', b'`'] {
+                for bad in [b'g', b'-', b' ', b'/', b':', b'@', b'G', b'`', b'\x7f', b'\x00'] {
                     let mut bytes = text.clone().into_bytes();
                     if bytes[at] == bad {
                         continue;
