@@ -49,6 +49,7 @@ use crate::events::{
 use crate::ids::{Partition, Positions};
 use crate::pipeline::{now_nanos, Input, Pipeline};
 use crate::service::{Readiness, RestoreProgress, Service};
+use futures_core::Stream;
 use prometheus::IntCounter;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -61,9 +62,11 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// How long the rebalance callback waits for each lookup of a restore (committed offsets,
@@ -587,13 +590,12 @@ fn emit_commit(result: KafkaResult<()>, telemetry: &Telemetry) {
 /// The most messages processed together: those the client already holds when one arrives.
 const MAX_BATCH: usize = 256;
 
-/// A future's output if it is ready at its first poll, without waiting for it.
-fn ready_now<F: Future>(future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(output) => Some(output),
-        std::task::Poll::Pending => None,
+/// The next message if the client already holds one, without waiting.
+fn ready_now<S: Stream + Unpin>(messages: &mut S) -> Option<S::Item> {
+    let mut context = Context::from_waker(Waker::noop());
+    match Pin::new(messages).poll_next(&mut context) {
+        Poll::Ready(message) => message,
+        Poll::Pending => None,
     }
 }
 
@@ -640,6 +642,9 @@ pub async fn consume(
     let mut delivered = service.delivered_scrapes();
     let mut last_delivery = Instant::now();
     let mut results = Vec::with_capacity(MAX_BATCH);
+    // One stream for the whole run: a stream per message would register and unregister its
+    // waker with the consumer (two locks) each time.
+    let mut messages = consumer.stream();
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
@@ -681,7 +686,10 @@ pub async fn consume(
                 }
                 continue;
             }
-            message = consumer.recv() => message,
+            message = poll_fn(|context| Pin::new(&mut messages).poll_next(context)) => match message {
+                Some(message) => message,
+                None => break, // a consumer's stream never ends
+            },
         };
         let first = match message {
             Ok(message) => message,
@@ -694,7 +702,7 @@ pub async fn consume(
         // lock of the aggregation.
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match ready_now(consumer.recv()) {
+            match ready_now(&mut messages) {
                 Some(Ok(message)) => batch.push(message),
                 Some(Err(error)) => {
                     client_error(&error, &telemetry);
