@@ -12,11 +12,14 @@ use hatchet_run_metrics::aggregate::outcome_memory::OutcomeMemoryLimits;
 use hatchet_run_metrics::aggregate::{AggregateSettings, Aggregator, Clock};
 use hatchet_run_metrics::config::DEFAULT_DURATION_BUCKETS;
 use hatchet_run_metrics::decode::decode;
+use hatchet_run_metrics::events::{MessageOrigin, Telemetry};
 use hatchet_run_metrics::ids::Partition;
+use hatchet_run_metrics::pipeline::{Input, Pipeline};
 use hatchet_run_metrics::traffic::synthetic::{SyntheticTraffic, TrafficProfile};
 use serde_json::json;
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
 const STATUSES: [&str; 5] = ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "COMPLETED"];
 
@@ -120,6 +123,32 @@ fn bench(c: &mut Criterion) {
                         black_box(agg.apply(&update, Partition(0), 1_787_407_391_000_000_000 + i as i64));
                     }
                     agg
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        // As the Kafka source runs it: batches of 256 through the pipeline (decode, the lock,
+        // aggregate, positions, self-metrics).
+        group.bench_function("pipeline_batches", |b| {
+            let inputs: Vec<Input> = (batch.iter().enumerate())
+                .map(|(i, m)| Input {
+                    payload: Some(m),
+                    origin: MessageOrigin::Kafka {
+                        topic: "bench",
+                        partition: 0,
+                        offset: i as i64,
+                    },
+                    partition: Partition(0),
+                })
+                .collect();
+            let mut results = Vec::new();
+            b.iter_batched(
+                || Pipeline::new(aggregator(), Arc::new(Telemetry::new(0)), 1 << 24),
+                |pipeline| {
+                    for (k, chunk) in inputs.chunks(256).enumerate() {
+                        pipeline.process_batch(chunk, 1_787_407_391_000_000_000 + k as i64, &mut results);
+                    }
+                    pipeline
                 },
                 BatchSize::LargeInput,
             )
