@@ -14,7 +14,9 @@
 //! 3. [`setting`]: the one error for a setting that cannot be used ([`setting::ConfigError`]:
 //!    file, key, why) and the one duration parser; [`log_limit`]: warnings at most N a second,
 //!    for the service's events and the traffic tools alike.
-//! 4. [`decode`]: bytes -> a validated [`decode::RunUpdate`], or a typed [`decode::RejectReason`].
+//! 4. [`decode`]: bytes -> a validated [`decode::RunUpdate`], or a typed [`decode::RejectReason`]:
+//!    a one-pass scanner made for the run document, with `serde_json` reading (and explaining)
+//!    whatever the scanner is unsure of.
 //! 5. [`events`]: every observable event of the service itself, logging and counting together.
 //! 6. [`aggregate`]: per workflow, outcomes (counted once), duration and queue-wait histograms,
 //!    failure-ratio windows, windowed duration quantiles, metadata labels, and per-run lifecycle
@@ -29,12 +31,13 @@
 //!    which of its values are secrets; [`config::web`]: the exporter toolkit's web config file
 //!    (TLS, basic auth, headers), checked at start.
 //! 9. [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).
-//! 10. [`pipeline`]: one message through decode and aggregate; both sources call it.
+//! 10. [`pipeline`]: messages through decode and aggregate, one or a batch (decoded before the
+//!     aggregation is locked, then counted under one lock); both sources call it.
 //! 11. [`service`]: the running service's shared state: the pipeline, the thresholds'
 //!     evaluation, readiness (the lock order is there), and the positions delivered scrapes
 //!     showed, which the exporter tells and the Kafka source commits.
 //! 12. [`source`]: where messages come from: the Kafka consumer group ([`source::kafka`]:
-//!     commits that follow delivered scrapes, rebalances, and a partition's state restored from
+//!     what the client already holds processed as one batch, commits that follow delivered scrapes, rebalances, and a partition's state restored from
 //!     the topic when it is assigned; what the client reports goes to the service's readiness) or a replayed file
 //!     ([`source::file`]).
 //! 13. [`exporter`]: `/metrics`, `/healthz` and `/readyz` from the service: the workflow
