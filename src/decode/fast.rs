@@ -24,6 +24,60 @@ pub(super) fn run(text: &str) -> Option<V1WorkflowRun<'_>> {
     (scan.at == text.len()).then_some(run)
 }
 
+/// The members of `metadata` the service reads.
+#[derive(Clone, Copy)]
+enum Meta {
+    Id,
+    CreatedAt,
+    UpdatedAt,
+}
+
+const META_FIELDS: [(&str, Meta); 3] = [
+    ("id", Meta::Id),
+    ("createdAt", Meta::CreatedAt),
+    ("updatedAt", Meta::UpdatedAt),
+];
+
+/// The members of a run, in the order Hatchet's own documents tend to list them.
+#[derive(Clone, Copy)]
+enum Field {
+    Metadata,
+    Status,
+    TenantId,
+    WorkflowId,
+    DisplayName,
+    StartedAt,
+    FinishedAt,
+    CreatedAt,
+    Duration,
+    Input,
+    Output,
+    AdditionalMetadata,
+    ErrorMessage,
+    WorkflowVersionId,
+    ParentTaskExternalId,
+    PayloadsRestricted,
+}
+
+const RUN_FIELDS: [(&str, Field); 16] = [
+    ("metadata", Field::Metadata),
+    ("status", Field::Status),
+    ("startedAt", Field::StartedAt),
+    ("finishedAt", Field::FinishedAt),
+    ("duration", Field::Duration),
+    ("tenantId", Field::TenantId),
+    ("additionalMetadata", Field::AdditionalMetadata),
+    ("displayName", Field::DisplayName),
+    ("workflowId", Field::WorkflowId),
+    ("output", Field::Output),
+    ("errorMessage", Field::ErrorMessage),
+    ("workflowVersionId", Field::WorkflowVersionId),
+    ("input", Field::Input),
+    ("createdAt", Field::CreatedAt),
+    ("parentTaskExternalId", Field::ParentTaskExternalId),
+    ("payloadsRestricted", Field::PayloadsRestricted),
+];
+
 struct Scan<'a> {
     text: &'a str,
     at: usize,
@@ -332,16 +386,39 @@ impl<'a> Scan<'a> {
         self.eat(b':')
     }
 
-    /// The members of an object, each key given to `member` with the scanner at its value
-    /// (whitespace skipped); `member` reads the value and says whether it was fine.
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    /// The key that starts here: which of `names` it is, compared in place (no scan for its end),
+    /// or `None` for any other key (without escapes: an escaped key may spell a known one).
+    fn key<T: Copy>(&mut self, names: &[(&str, T)]) -> Option<Option<T>> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let rest = &self.bytes()[self.at + 1..];
+        for &(name, field) in names {
+            let len = name.len();
+            if rest.get(len) == Some(&b'"') && rest.starts_with(name.as_bytes()) {
+                self.at += len + 2;
+                return Some(Some(field));
+            }
+        }
+        self.plain_string()?;
+        Some(None)
+    }
+
+    /// The members of an object, each key (as [`Scan::key`] tells it) given to `member` with the
+    /// scanner at its value (whitespace skipped); `member` reads the value and says whether it
+    /// was fine.
+    fn object<T: Copy>(
+        &mut self,
+        names: &[(&str, T)],
+        mut member: impl FnMut(&mut Self, Option<T>) -> Option<()>,
+    ) -> Option<()> {
         self.eat(b'{')?;
         self.whitespace();
         if self.eat(b'}').is_some() {
             return Some(());
         }
         loop {
-            let key = self.plain_string()?;
+            let key = self.key(names)?;
             self.whitespace();
             self.eat(b':')?;
             self.whitespace();
@@ -384,23 +461,23 @@ impl<'a> Scan<'a> {
     fn metadata(&mut self) -> Option<APIResourceMeta<'a>> {
         let (mut id, mut created, mut updated) = (None, None, None);
         let mut created_text = None;
-        self.object(|scan, key| {
+        self.object(&META_FIELDS, |scan, key| {
             match key {
-                "id" if id.is_none() => id = Some(scan.string()?),
-                "createdAt" if created.is_none() => {
+                Some(Meta::Id) if id.is_none() => id = Some(scan.string()?),
+                Some(Meta::CreatedAt) if created.is_none() => {
                     let text = scan.plain_string()?;
                     created = Some(timestamp::parse_rfc3339(text)?);
                     created_text = Some(text);
                 }
-                "updatedAt" if updated.is_none() => {
+                Some(Meta::UpdatedAt) if updated.is_none() => {
                     let text = scan.plain_string()?;
                     updated = Some(match (created_text, created) {
                         (Some(same), Some(parsed)) if same == text => parsed,
                         _ => timestamp::parse_rfc3339(text)?,
                     });
                 }
-                "id" | "createdAt" | "updatedAt" => return None,
-                _ => scan.skip_value()?,
+                Some(_) => return None,
+                None => scan.skip_value()?,
             }
             Some(())
         })?;
@@ -428,24 +505,24 @@ impl<'a> Scan<'a> {
         let (mut input, mut output, mut additional_metadata) = (None, None, None);
         let (mut error_message, mut workflow_version_id, mut parent_task_external_id) = (None, None, None);
         let mut payloads_restricted = None;
-        self.object(|scan, key| match key {
-            "metadata" => once(&mut metadata, scan.metadata()),
-            "status" => once(&mut status, scan.plain_string().and_then(V1TaskStatus::from_wire)),
-            "tenantId" => once(&mut tenant_id, scan.string()),
-            "workflowId" => once(&mut workflow_id, scan.string()),
-            "displayName" => once(&mut display_name, scan.string()),
-            "startedAt" => once(&mut started_at, scan.optional_timestamp()),
-            "finishedAt" => once(&mut finished_at, scan.optional_timestamp()),
-            "createdAt" => once(&mut created_at, scan.optional_timestamp()),
-            "duration" => once(&mut duration, scan.optional(Self::integer)),
-            "input" => once(&mut input, scan.optional(Self::raw)),
-            "output" => once(&mut output, scan.optional(Self::raw)),
-            "additionalMetadata" => once(&mut additional_metadata, scan.optional(Self::raw)),
-            "errorMessage" => once(&mut error_message, scan.optional(Self::string)),
-            "workflowVersionId" => once(&mut workflow_version_id, scan.optional(Self::string)),
-            "parentTaskExternalId" => once(&mut parent_task_external_id, scan.optional(Self::string)),
-            "payloadsRestricted" => once(&mut payloads_restricted, scan.optional(Self::boolean)),
-            _ => scan.skip_value(),
+        self.object(&RUN_FIELDS, |scan, key| match key {
+            Some(Field::Metadata) => once(&mut metadata, scan.metadata()),
+            Some(Field::Status) => once(&mut status, scan.plain_string().and_then(V1TaskStatus::from_wire)),
+            Some(Field::TenantId) => once(&mut tenant_id, scan.string()),
+            Some(Field::WorkflowId) => once(&mut workflow_id, scan.string()),
+            Some(Field::DisplayName) => once(&mut display_name, scan.string()),
+            Some(Field::StartedAt) => once(&mut started_at, scan.optional_timestamp()),
+            Some(Field::FinishedAt) => once(&mut finished_at, scan.optional_timestamp()),
+            Some(Field::CreatedAt) => once(&mut created_at, scan.optional_timestamp()),
+            Some(Field::Duration) => once(&mut duration, scan.optional(Self::integer)),
+            Some(Field::Input) => once(&mut input, scan.optional(Self::raw)),
+            Some(Field::Output) => once(&mut output, scan.optional(Self::raw)),
+            Some(Field::AdditionalMetadata) => once(&mut additional_metadata, scan.optional(Self::raw)),
+            Some(Field::ErrorMessage) => once(&mut error_message, scan.optional(Self::string)),
+            Some(Field::WorkflowVersionId) => once(&mut workflow_version_id, scan.optional(Self::string)),
+            Some(Field::ParentTaskExternalId) => once(&mut parent_task_external_id, scan.optional(Self::string)),
+            Some(Field::PayloadsRestricted) => once(&mut payloads_restricted, scan.optional(Self::boolean)),
+            None => scan.skip_value(),
         })?;
         Some(V1WorkflowRun {
             metadata: metadata?,
