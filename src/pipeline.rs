@@ -124,3 +124,87 @@ impl Pipeline {
 pub fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Clock;
+    use crate::config::Config;
+    use crate::traffic::synthetic::{SyntheticTraffic, TrafficProfile};
+
+    fn pipeline() -> Pipeline {
+        let settings = Config::default().aggregate_settings();
+        Pipeline::new(
+            Aggregator::new(settings, Clock::Wall),
+            Arc::new(Telemetry::new(0)),
+            1 << 20,
+        )
+    }
+
+    /// The workflow metrics as OpenMetrics text (exemplars included).
+    fn workflow_text(pipeline: &Pipeline) -> String {
+        use crate::exporter::{text::TextWriter, Snapshot, WindowEnd};
+        let snapshot = Snapshot::take(&pipeline.aggregator(), WindowEnd::At(1_787_407_400_000_000_000));
+        let mut text = String::new();
+        let mut writer = TextWriter::new(&mut text, true);
+        snapshot.render(&mut writer);
+        writer.finish();
+        text
+    }
+
+    fn telemetry_text(pipeline: &Pipeline) -> String {
+        let families = pipeline.telemetry().registry.gather();
+        let text = prometheus::TextEncoder::new().encode_to_string(&families).unwrap();
+        // Not the time each was made at.
+        (text.lines())
+            .filter(|line| !line.starts_with("hatchet_run_metrics_config_last_reload_success"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A batch leaves exactly what its messages processed one at a time leave: the same results,
+    /// the same aggregation (positions included) and the same self-metrics, with bad messages,
+    /// redeliveries and two partitions among them.
+    #[test]
+    fn a_batch_counts_as_its_messages_one_by_one() {
+        let profile = TrafficProfile {
+            bad_message_ratio: 0.1,
+            runs_per_second: 200.0,
+            ..TrafficProfile::default()
+        };
+        let start = chrono::DateTime::from_timestamp(1_787_407_391, 0).unwrap();
+        let mut payloads: Vec<Vec<u8>> = (SyntheticTraffic::new(&profile, start).take(1_000))
+            .map(|m| m.payload)
+            .collect();
+        // Redeliveries: the same updates again.
+        payloads.extend(payloads[300..600].to_vec());
+        let inputs: Vec<Input> = (payloads.iter().enumerate())
+            .map(|(i, payload)| Input {
+                payload: Some(payload),
+                origin: MessageOrigin::Kafka {
+                    topic: "runs",
+                    partition: (i % 2) as i32,
+                    offset: (i / 2) as i64,
+                },
+                partition: Partition((i % 2) as u16),
+            })
+            .collect();
+        let now = 1_787_407_391_000_000_000;
+        let (batched, single) = (pipeline(), pipeline());
+        let mut batch_results = Vec::new();
+        let mut all = Vec::new();
+        for chunk in inputs.chunks(256) {
+            batched.process_batch(chunk, now, &mut batch_results);
+            all.extend(batch_results.iter().copied());
+        }
+        let one_by_one: Vec<_> = (inputs.iter())
+            .map(|input| single.process(input.payload, &input.origin, input.partition, now))
+            .collect();
+        assert_eq!(all, one_by_one);
+        assert!(all.iter().any(Result::is_err), "bad messages among them");
+        assert!(all.contains(&Ok(Applied::Duplicate)), "redeliveries among them");
+        assert_eq!(workflow_text(&batched), workflow_text(&single));
+        assert_eq!(batched.aggregator().positions(), single.aggregator().positions());
+        assert_eq!(telemetry_text(&batched), telemetry_text(&single));
+    }
+}
