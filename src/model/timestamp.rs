@@ -18,31 +18,51 @@ pub type Timestamp = DateTime<FixedOffset>;
 /// Go never writes them.
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+    let head: &[u8; 19] = b.get(..19)?.try_into().ok()?;
+    if head[4] != b'-' || head[7] != b'-' || !matches!(head[10], b'T' | b't') || head[13] != b':' || head[16] != b':' {
         return None;
     }
-    if b[13] != b':' || b[16] != b':' {
+    // The fourteen digits at their fixed places, checked together.
+    let d = |at: usize| u32::from(head[at].wrapping_sub(b'0'));
+    let all = [
+        d(0),
+        d(1),
+        d(2),
+        d(3),
+        d(5),
+        d(6),
+        d(8),
+        d(9),
+        d(11),
+        d(12),
+        d(14),
+        d(15),
+        d(17),
+        d(18),
+    ];
+    if all.iter().fold(0, |worst, &digit| worst.max(digit)) > 9 {
         return None;
     }
-    let year = digits(&b[0..4])?;
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
+    let pair = |at: usize| all[at] * 10 + all[at + 1];
+    let year = pair(0) * 100 + pair(2);
+    let (month, day, hour, minute, second) = (pair(4), pair(6), pair(8), pair(10), pair(12));
     let mut pos = 19;
     let mut nanos = 0u32;
-    if b[pos] == b'.' {
+    if b.get(pos) == Some(&b'.') {
         pos += 1;
         let start = pos;
-        while pos < b.len() && b[pos].is_ascii_digit() {
+        while let Some(&digit @ b'0'..=b'9') = b.get(pos) {
+            nanos = nanos * 10 + u32::from(digit - b'0');
             pos += 1;
+            if pos - start > 9 {
+                return None;
+            }
         }
         let count = pos - start;
-        if count == 0 || count > 9 {
+        if count == 0 {
             return None;
         }
-        nanos = digits(&b[start..pos])? * 10u32.pow(9 - count as u32);
+        nanos *= 10u32.pow(9 - count as u32);
     }
     let offset_seconds = match b.get(pos)? {
         b'Z' | b'z' if pos + 1 == b.len() => 0,
