@@ -14,41 +14,38 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A self-signed certificate for 127.0.0.1 (`name` tells renewals apart), as `cert.pem` and
-/// `key.pem` in `dir`.
-fn self_signed(dir: &Path, name: &str) {
+/// `openssl` with `args`, run in `dir`; it must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .args([
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem.new"))
-        .arg("-out")
-        .arg(dir.join("cert.pem.new"))
+        .args(args)
+        .current_dir(dir)
         .stderr(std::process::Stdio::null())
         .status()
         .expect("openssl runs");
-    assert!(status.success());
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// `openssl req` arguments for a new P-256 key, unencrypted.
+const NEW_EC_KEY: [&str; 6] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-batch",
+];
+
+/// A self-signed certificate for 127.0.0.1 (`name` tells renewals apart), as `cert.pem` and
+/// `key.pem` in `dir`.
+fn self_signed(dir: &Path, name: &str) {
+    let subject = format!("/CN={name}");
+    let mut args = vec!["req", "-x509", "-days", "2"];
+    args.extend(NEW_EC_KEY);
+    args.extend(["-subj", &subject, "-addext", "subjectAltName=IP:127.0.0.1"]);
+    args.extend(["-addext", "basicConstraints=critical,CA:FALSE"]);
+    args.extend(["-addext", "extendedKeyUsage=serverAuth"]);
+    args.extend(["-keyout", "key.pem.new", "-out", "cert.pem.new"]);
+    openssl(dir, &args);
     // Both files replaced at once, as a certificate manager renews them.
     std::fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).unwrap();
     std::fs::rename(dir.join("cert.pem.new"), dir.join("cert.pem")).unwrap();
@@ -215,68 +212,39 @@ fn a_bad_web_config_is_refused_at_start_with_the_file_the_key_and_why() {
 
 /// A CA (`ca.pem`, `ca.key`) and a client certificate it signed (`client.pem`, `client.key`).
 fn client_ca_and_certificate(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("openssl runs");
-        assert!(status.success(), "openssl {args:?}");
-    };
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-        ]
-        .iter()
-        .chain(&["-subj", "/CN=test-client-ca", "-keyout", "ca.key", "-out", "ca.pem"])
-        .copied()
-        .collect::<Vec<_>>(),
-    );
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ]
-        .iter()
-        .chain(&["-subj", "/CN=prometheus", "-keyout", "client.key", "-out", "client.csr"])
-        .copied()
-        .collect::<Vec<_>>(),
-    );
+    let mut ca = vec!["req", "-x509", "-days", "2"];
+    ca.extend(NEW_EC_KEY);
+    ca.extend(["-subj", "/CN=test-client-ca", "-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    let mut request = vec!["req"];
+    request.extend(NEW_EC_KEY);
+    request.extend(["-subj", "/CN=prometheus", "-keyout", "client.key", "-out", "client.csr"]);
+    openssl(dir, &request);
     std::fs::write(
         dir.join("client.ext"),
         "extendedKeyUsage=clientAuth\nbasicConstraints=critical,CA:FALSE\n",
     )
     .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "client.ext",
-        "-out",
-        "client.pem",
-    ]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "client.pem",
+        ],
+    );
 }
 
 #[test]
