@@ -4,7 +4,7 @@
 //! thresholds, readiness, `/metrics`) is the `service` module's.
 
 use crate::aggregate::{Aggregator, Applied};
-use crate::decode::{decode, RejectReason};
+use crate::decode::{decode, DecodeError, RejectReason, RunUpdate};
 use crate::events::{DuplicateOutcome, MessageOrigin, MessageRejected, Telemetry};
 use crate::ids::Partition;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,14 +42,15 @@ impl Pipeline {
         partition: Partition,
         now_nanos: i64,
     ) -> Result<Applied, RejectReason> {
-        let mut results = Vec::with_capacity(1);
         let input = Input {
             payload,
             origin: *origin,
             partition,
         };
-        self.process_batch(std::slice::from_ref(&input), now_nanos, &mut results);
-        results.pop().unwrap_or(Err(RejectReason::Empty))
+        let update = decode(payload, self.max_message_bytes);
+        let result = count(&mut self.aggregator(), &input, &update, now_nanos);
+        self.tell(&input, &update, result);
+        result
     }
 
     /// Processes messages in their order, as [`Pipeline::process`] does each, with one result per
@@ -67,30 +68,35 @@ impl Pipeline {
         results.clear();
         {
             let mut aggregator = self.aggregator();
-            for (input, update) in inputs.iter().zip(&decoded) {
-                results.push(match update {
-                    Ok(update) => Ok(aggregator.apply(update, input.partition, now_nanos)),
-                    Err(error) => Err(error.reason),
-                });
-                if let MessageOrigin::Kafka { offset, .. } = input.origin {
-                    aggregator.processed(input.partition, offset + 1);
-                }
-            }
+            results.extend(
+                (inputs.iter().zip(&decoded)).map(|(input, update)| count(&mut aggregator, input, update, now_nanos)),
+            );
         }
         for ((input, update), result) in inputs.iter().zip(&decoded).zip(results.iter()) {
-            match (update, result) {
-                (Err(error), _) => MessageRejected {
-                    origin: &input.origin,
-                    error,
-                }
-                .emit(&self.telemetry),
-                (Ok(update), Ok(Applied::Duplicate)) => DuplicateOutcome {
-                    origin: &input.origin,
-                    run_id: &update.run.metadata.id,
-                }
-                .emit(&self.telemetry),
-                _ => {}
+            self.tell(input, update, *result);
+        }
+    }
+
+    /// Logs and counts, outside the lock, what a message's result calls for: a rejection or a
+    /// duplicate outcome.
+    fn tell(
+        &self,
+        input: &Input<'_>,
+        update: &Result<RunUpdate<'_>, DecodeError>,
+        result: Result<Applied, RejectReason>,
+    ) {
+        match (update, result) {
+            (Err(error), _) => MessageRejected {
+                origin: &input.origin,
+                error,
             }
+            .emit(&self.telemetry),
+            (Ok(update), Ok(Applied::Duplicate)) => DuplicateOutcome {
+                origin: &input.origin,
+                run_id: &update.run.metadata.id,
+            }
+            .emit(&self.telemetry),
+            _ => {}
         }
     }
 
@@ -118,6 +124,24 @@ impl Pipeline {
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
     }
+}
+
+/// Counts one decoded message under the lock: its effect, and a Kafka message's position with it
+/// (see [`Aggregator::positions`]), so that the next snapshot shows both or neither.
+fn count(
+    aggregator: &mut Aggregator,
+    input: &Input<'_>,
+    update: &Result<RunUpdate<'_>, DecodeError>,
+    now_nanos: i64,
+) -> Result<Applied, RejectReason> {
+    let result = match update {
+        Ok(update) => Ok(aggregator.apply(update, input.partition, now_nanos)),
+        Err(error) => Err(error.reason),
+    };
+    if let MessageOrigin::Kafka { offset, .. } = input.origin {
+        aggregator.processed(input.partition, offset + 1);
+    }
+    result
 }
 
 /// The wall clock as unix nanoseconds.
