@@ -129,30 +129,34 @@ fn bench(c: &mut Criterion) {
         });
         // As the Kafka source runs it: batches of 256 through the pipeline (decode, the lock,
         // aggregate, positions, self-metrics).
-        group.bench_function("pipeline_batches", |b| {
-            let inputs: Vec<Input> = (batch.iter().enumerate())
-                .map(|(i, m)| Input {
-                    payload: Some(m),
-                    origin: MessageOrigin::Kafka {
-                        topic: "bench",
-                        partition: 0,
-                        offset: i as i64,
-                    },
-                    partition: Partition(0),
-                })
-                .collect();
-            let mut results = Vec::new();
-            b.iter_batched(
-                || Pipeline::new(aggregator(), Arc::new(Telemetry::new(0)), 1 << 24),
-                |pipeline| {
-                    for (k, chunk) in inputs.chunks(256).enumerate() {
-                        pipeline.process_batch(chunk, 1_787_407_391_000_000_000 + k as i64, &mut results);
-                    }
-                    pipeline
+        let inputs: Vec<Input> = (batch.iter().enumerate())
+            .map(|(i, m)| Input {
+                payload: Some(m),
+                origin: MessageOrigin::Kafka {
+                    topic: "bench",
+                    partition: 0,
+                    offset: i as i64,
                 },
-                BatchSize::LargeInput,
-            )
-        });
+                partition: Partition(0),
+            })
+            .collect();
+        // As the Kafka source runs it with `kafka.decode_threads = 2` (batches of up to 1,024
+        // messages per decoding thread): what a second core does when the broker is elsewhere.
+        for (name, threads, size) in [("pipeline_batches", 1, 256), ("pipeline_batches_2_threads", 2, 2048)] {
+            group.bench_function(name, |b| {
+                let mut results = Vec::new();
+                b.iter_batched(
+                    || Pipeline::new(aggregator(), Arc::new(Telemetry::new(0)), 1 << 24).with_decode_threads(threads),
+                    |pipeline| {
+                        for (k, chunk) in inputs.chunks(size).enumerate() {
+                            pipeline.process_batch(chunk, 1_787_407_391_000_000_000 + k as i64, &mut results);
+                        }
+                        pipeline
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
         group.finish();
     }
 }

@@ -32,7 +32,8 @@
 //!    (TLS, basic auth, headers), checked at start.
 //! 9. [`sizing`]: the worst-case resident size the config's caps allow (`check-config` prints it).
 //! 10. [`pipeline`]: messages through decode and aggregate, one or a batch (decoded before the
-//!     aggregation is locked, then counted under one lock); both sources call it.
+//!     aggregation is locked, on `kafka.decode_threads` threads, then counted in order under one
+//!     lock on the calling thread); both sources call it.
 //! 11. [`service`]: the running service's shared state: the pipeline, the thresholds'
 //!     evaluation, readiness (the lock order is there), and the positions delivered scrapes
 //!     showed, which the exporter tells and the Kafka source commits.

@@ -7,6 +7,7 @@ use crate::aggregate::{Aggregator, Applied};
 use crate::decode::{decode, DecodeError, RejectReason, RunUpdate};
 use crate::events::{DuplicateOutcome, MessageOrigin, MessageRejected, Telemetry};
 use crate::ids::Partition;
+use rayon::prelude::*;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One message for [`Pipeline::process_batch`]: its bytes, where it came from, its partition.
@@ -21,7 +22,14 @@ pub struct Pipeline {
     aggregator: Arc<Mutex<Aggregator>>,
     telemetry: Arc<Telemetry>,
     max_message_bytes: usize,
+    decode_threads: usize,
+    /// The threads that decode batches, when there are more than one.
+    decoders: Option<Arc<rayon::ThreadPool>>,
 }
+
+/// The fewest messages a decoding thread is given: below this, a thread's start costs more than
+/// it saves.
+const MIN_MESSAGES_PER_THREAD: usize = 32;
 
 impl Pipeline {
     pub fn new(aggregator: Aggregator, telemetry: Arc<Telemetry>, max_message_bytes: usize) -> Pipeline {
@@ -29,7 +37,36 @@ impl Pipeline {
             aggregator: Arc::new(Mutex::new(aggregator)),
             telemetry,
             max_message_bytes,
+            decode_threads: 1,
+            decoders: None,
         }
+    }
+
+    /// Decodes a batch's messages on `threads` threads of their own (1: on the calling thread);
+    /// they are counted in order on the calling thread either way. Should the threads not start,
+    /// it says so and decodes on the calling thread.
+    pub fn with_decode_threads(mut self, threads: usize) -> Pipeline {
+        self.decode_threads = 1;
+        self.decoders = None;
+        if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("decode-{i}"))
+                .build();
+            match pool {
+                Ok(pool) => {
+                    self.decode_threads = threads;
+                    self.decoders = Some(Arc::new(pool));
+                }
+                Err(error) => tracing::warn!(%error, threads, "decoding threads did not start: decoding on one"),
+            }
+        }
+        self
+    }
+
+    /// The threads [`Pipeline::process_batch`] decodes on (1: the calling one alone).
+    pub fn decode_threads(&self) -> usize {
+        self.decode_threads
     }
 
     /// Processes one message from `partition`. When this returns, the message's effect is in the
@@ -62,9 +99,7 @@ impl Pipeline {
         now_nanos: i64,
         results: &mut Vec<Result<Applied, RejectReason>>,
     ) {
-        let decoded: Vec<_> = (inputs.iter())
-            .map(|input| decode(input.payload, self.max_message_bytes))
-            .collect();
+        let decoded = self.decode_all(inputs);
         results.clear();
         {
             let mut aggregator = self.aggregator();
@@ -74,6 +109,23 @@ impl Pipeline {
         }
         for ((input, update), result) in inputs.iter().zip(&decoded).zip(results.iter()) {
             self.tell(input, update, *result);
+        }
+    }
+
+    /// The batch's messages decoded, in order: spread over the decoding threads when there are
+    /// several and the batch is large enough.
+    fn decode_all<'a>(&self, inputs: &[Input<'a>]) -> Vec<Result<RunUpdate<'a>, DecodeError>> {
+        let max_bytes = self.max_message_bytes;
+        let one = |input: &Input<'a>| decode(input.payload, max_bytes);
+        match &self.decoders {
+            Some(pool) if inputs.len() >= 2 * MIN_MESSAGES_PER_THREAD => pool.install(|| {
+                inputs
+                    .par_iter()
+                    .with_min_len(MIN_MESSAGES_PER_THREAD)
+                    .map(one)
+                    .collect()
+            }),
+            _ => inputs.iter().map(one).collect(),
         }
     }
 
@@ -214,21 +266,27 @@ mod tests {
             })
             .collect();
         let now = 1_787_407_391_000_000_000;
-        let (batched, single) = (pipeline(), pipeline());
-        let mut batch_results = Vec::new();
-        let mut all = Vec::new();
-        for chunk in inputs.chunks(256) {
-            batched.process_batch(chunk, now, &mut batch_results);
-            all.extend(batch_results.iter().copied());
-        }
+        let single = pipeline();
         let one_by_one: Vec<_> = (inputs.iter())
             .map(|input| single.process(input.payload, &input.origin, input.partition, now))
             .collect();
-        assert_eq!(all, one_by_one);
-        assert!(all.iter().any(Result::is_err), "bad messages among them");
-        assert!(all.contains(&Ok(Applied::Duplicate)), "redeliveries among them");
-        assert_eq!(workflow_text(&batched), workflow_text(&single));
-        assert_eq!(batched.aggregator().positions(), single.aggregator().positions());
-        assert_eq!(telemetry_text(&batched), telemetry_text(&single));
+        assert!(one_by_one.iter().any(Result::is_err), "bad messages among them");
+        assert!(one_by_one.contains(&Ok(Applied::Duplicate)), "redeliveries among them");
+        // On one decoding thread as the source batches then (256), and on several (a batch split
+        // in parts decoded together; an odd count leaves unequal parts).
+        for (threads, size) in [(1, 256), (2, 1024), (3, 1000)] {
+            let batched = pipeline().with_decode_threads(threads);
+            assert_eq!(batched.decode_threads(), threads);
+            let mut batch_results = Vec::new();
+            let mut all = Vec::new();
+            for chunk in inputs.chunks(size) {
+                batched.process_batch(chunk, now, &mut batch_results);
+                all.extend(batch_results.iter().copied());
+            }
+            assert_eq!(all, one_by_one, "{threads} decoding threads");
+            assert_eq!(workflow_text(&batched), workflow_text(&single));
+            assert_eq!(batched.aggregator().positions(), single.aggregator().positions());
+            assert_eq!(telemetry_text(&batched), telemetry_text(&single));
+        }
     }
 }

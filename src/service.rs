@@ -35,7 +35,8 @@ impl Service {
             Aggregator::new(config.aggregate_settings(), clock),
             telemetry,
             config.kafka.max_message_bytes,
-        );
+        )
+        .with_decode_threads(config.kafka.decode_threads);
         Ok(Service {
             pipeline,
             thresholds: Arc::new(Mutex::new(ThresholdEvaluator::new(

@@ -233,6 +233,7 @@ pub fn worst_case(config: &Config, partitions: u64) -> MemoryEstimate {
     let queued = kafka_property(config, "queued.max.messages.kbytes", DEFAULT_QUEUED_KBYTES).saturating_mul(1024);
     let fetch = kafka_property(config, "fetch.max.bytes", DEFAULT_FETCH_MAX_BYTES);
     let message = config.kafka.max_message_bytes as u64;
+    let decoders = config.kafka.decode_threads as u64;
     let outcomes = hash_table_bytes(
         config.outcomes.max_remembered as u64,
         outcome_memory::SET_ENTRY_BYTES as u64,
@@ -259,10 +260,11 @@ pub fn worst_case(config: &Config, partitions: u64) -> MemoryEstimate {
             ),
         },
         Term {
-            what: "message being decoded",
-            bytes: 2 * message,
+            what: "messages being decoded",
+            bytes: 2u64.saturating_mul(decoders).saturating_mul(message),
             how: format!(
-                "2 x kafka.max_message_bytes ({message}): a message and the second look that explains its rejection"
+                "2 x kafka.decode_threads ({decoders}) x kafka.max_message_bytes ({message}): on each decoding \
+                 thread, a message and the second look that explains its rejection"
             ),
         },
         Term {
