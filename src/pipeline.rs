@@ -17,6 +17,14 @@ pub struct Input<'a> {
     pub partition: Partition,
 }
 
+/// A message to restore from (see [`Pipeline::restore_batch`]).
+pub struct RestoreInput<'a> {
+    pub payload: Option<&'a [u8]>,
+    pub partition: Partition,
+    /// When the message was written (its Kafka timestamp), in nanoseconds since the epoch.
+    pub message_nanos: i64,
+}
+
 #[derive(Clone)]
 pub struct Pipeline {
     aggregator: Arc<Mutex<Aggregator>>,
@@ -99,7 +107,7 @@ impl Pipeline {
         now_nanos: i64,
         results: &mut Vec<Result<Applied, RejectReason>>,
     ) {
-        let decoded = self.decode_all(inputs);
+        let decoded = self.decode_all(inputs, |input| input.payload);
         results.clear();
         {
             let mut aggregator = self.aggregator();
@@ -112,20 +120,24 @@ impl Pipeline {
         }
     }
 
-    /// The batch's messages decoded, in order: spread over the decoding threads when there are
-    /// several and the batch is large enough.
-    fn decode_all<'a>(&self, inputs: &[Input<'a>]) -> Vec<Result<RunUpdate<'a>, DecodeError>> {
+    /// The payloads of a batch's `items` decoded, in order: spread over the decoding threads
+    /// when there are several and the batch is large enough.
+    fn decode_all<'a, T: Sync>(
+        &self,
+        items: &[T],
+        payload: impl Fn(&T) -> Option<&'a [u8]> + Sync,
+    ) -> Vec<Result<RunUpdate<'a>, DecodeError>> {
         let max_bytes = self.max_message_bytes;
-        let one = |input: &Input<'a>| decode(input.payload, max_bytes);
+        let one = |item: &T| decode(payload(item), max_bytes);
         match &self.decoders {
-            Some(pool) if inputs.len() >= 2 * MIN_MESSAGES_PER_THREAD => pool.install(|| {
-                inputs
+            Some(pool) if items.len() >= 2 * MIN_MESSAGES_PER_THREAD => pool.install(|| {
+                items
                     .par_iter()
                     .with_min_len(MIN_MESSAGES_PER_THREAD)
                     .map(one)
                     .collect()
             }),
-            _ => inputs.iter().map(one).collect(),
+            _ => items.iter().map(one).collect(),
         }
     }
 
@@ -152,18 +164,23 @@ impl Pipeline {
         }
     }
 
-    /// Rebuilds the state a message that was already processed left (see
-    /// [`Aggregator::restore`]). It was counted, rejected or not, when it was first processed, so
-    /// nothing is counted or logged here again; the source counts what it restores.
-    pub fn restore(
+    /// Rebuilds the state messages that were already processed left (see
+    /// [`Aggregator::restore`]), decoded as a batch and applied in order under one lock. Each was
+    /// counted, rejected or not, when it was first processed, so nothing is counted or logged here
+    /// again; the source counts what it restores. `results` gets one result per message.
+    pub fn restore_batch(
         &self,
-        payload: Option<&[u8]>,
-        partition: Partition,
+        inputs: &[RestoreInput<'_>],
         now_nanos: i64,
-        message_nanos: i64,
-    ) -> Result<Applied, RejectReason> {
-        let update = decode(payload, self.max_message_bytes).map_err(|error| error.reason)?;
-        Ok(self.aggregator().restore(&update, partition, now_nanos, message_nanos))
+        results: &mut Vec<Result<Applied, RejectReason>>,
+    ) {
+        let decoded = self.decode_all(inputs, |input| input.payload);
+        results.clear();
+        let mut aggregator = self.aggregator();
+        results.extend(inputs.iter().zip(&decoded).map(|(input, update)| match update {
+            Ok(update) => Ok(aggregator.restore(update, input.partition, now_nanos, input.message_nanos)),
+            Err(error) => Err(error.reason),
+        }));
     }
 
     /// The aggregation, locked. Hold it briefly: consumption waits meanwhile.
@@ -287,6 +304,71 @@ mod tests {
             assert_eq!(workflow_text(&batched), workflow_text(&single));
             assert_eq!(batched.aggregator().positions(), single.aggregator().positions());
             assert_eq!(telemetry_text(&batched), telemetry_text(&single));
+        }
+    }
+
+    /// Restoring a batch rebuilds what restoring its messages one at a time rebuilds, on one
+    /// decoding thread or several: the same results, the same windows, and the same outcomes
+    /// remembered (their redelivery afterwards is told a duplicate alike).
+    #[test]
+    fn a_restored_batch_rebuilds_what_its_messages_one_by_one_rebuild() {
+        let profile = TrafficProfile {
+            bad_message_ratio: 0.1,
+            runs_per_second: 200.0,
+            ..TrafficProfile::default()
+        };
+        let start = chrono::DateTime::from_timestamp(1_787_407_391, 0).unwrap();
+        let payloads: Vec<Vec<u8>> = (SyntheticTraffic::new(&profile, start).take(1_200))
+            .map(|m| m.payload)
+            .collect();
+        let now = 1_787_407_391_000_000_000;
+        let inputs: Vec<RestoreInput> = (payloads.iter().enumerate())
+            .map(|(i, payload)| RestoreInput {
+                payload: Some(payload),
+                partition: Partition((i % 2) as u16),
+                message_nanos: now - 1_000_000_000 + i as i64,
+            })
+            .collect();
+        let redelivered: Vec<Input> = (payloads.iter().enumerate())
+            .map(|(i, payload)| Input {
+                payload: Some(payload),
+                origin: MessageOrigin::Kafka {
+                    topic: "runs",
+                    partition: (i % 2) as i32,
+                    offset: i as i64,
+                },
+                partition: Partition((i % 2) as u16),
+            })
+            .collect();
+        let single = pipeline();
+        let one_by_one: Vec<_> = (inputs.iter())
+            .map(|input| {
+                let update = decode(input.payload, 1 << 20).map_err(|error| error.reason)?;
+                Ok(single
+                    .aggregator()
+                    .restore(&update, input.partition, now, input.message_nanos))
+            })
+            .collect();
+        assert!(one_by_one.iter().any(Result::is_err), "bad messages among them");
+        let mut single_again = Vec::new();
+        single.process_batch(&redelivered, now, &mut single_again);
+        assert!(
+            single_again.contains(&Ok(Applied::Duplicate)),
+            "restored outcomes among them"
+        );
+        for (threads, size) in [(1, 256), (2, 1024)] {
+            let batched = pipeline().with_decode_threads(threads);
+            let mut results = Vec::new();
+            let mut all = Vec::new();
+            for chunk in inputs.chunks(size) {
+                batched.restore_batch(chunk, now, &mut results);
+                all.extend(results.iter().copied());
+            }
+            assert_eq!(all, one_by_one, "{threads} decoding threads");
+            let mut again = Vec::new();
+            batched.process_batch(&redelivered, now, &mut again);
+            assert_eq!(again, single_again, "{threads} decoding threads");
+            assert_eq!(workflow_text(&batched), workflow_text(&single));
         }
     }
 }

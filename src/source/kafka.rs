@@ -47,7 +47,7 @@ use crate::events::{
     OffsetsCommitted, Rebalanced, RestoreFinished, RestoreSkipped, RestoreStarted, RevokedStateDropped, Telemetry,
 };
 use crate::ids::{Partition, Positions};
-use crate::pipeline::{now_nanos, Input, Pipeline};
+use crate::pipeline::{now_nanos, Input, Pipeline, RestoreInput};
 use crate::service::{Readiness, RestoreProgress, Service};
 use futures_core::Stream;
 use prometheus::IntCounter;
@@ -723,26 +723,23 @@ pub async fn consume(
         let now = now_nanos();
         let mut inputs = Vec::with_capacity(batch.len());
         let mut consumed: Vec<(Partition, u64)> = Vec::new();
+        // Messages below a restoring partition's committed offset: already counted by whoever
+        // processed them, they rebuild its state (each with its position, for the restore's
+        // progress).
+        let (mut restores, mut restored_at) = (Vec::new(), Vec::new());
         for message in &batch {
             let (topic, partition) = (message.topic(), message.partition());
             let (number, _) = partitions.get(topic, partition, &telemetry, &assignment);
-            if assignment.restoring() {
-                let mut state = assignment.lock();
-                let offset = message.offset();
-                if let Some(at) = state.restore_of(topic, partition, offset) {
-                    // Already counted by whoever processed it: its offset is below the committed one.
-                    let sent = (message.timestamp().to_millis()).map_or(now, |ms| ms.saturating_mul(1_000_000));
-                    let restored = pipeline.restore(message.payload(), number, now, sent).is_ok();
-                    let restore = &mut state.restores[at];
-                    restore.at = offset;
-                    restore.applied += u64::from(restored);
-                    restore.rejected += u64::from(!restored);
-                    if offset + 1 >= restore.until {
-                        state.restores.swap_remove(at).report(&telemetry);
-                        assignment.restores_changed(&state, readiness);
-                    }
-                    continue;
-                }
+            let offset = message.offset();
+            if assignment.restoring() && assignment.lock().restore_of(topic, partition, offset).is_some() {
+                let sent = (message.timestamp().to_millis()).map_or(now, |ms| ms.saturating_mul(1_000_000));
+                restores.push(RestoreInput {
+                    payload: message.payload(),
+                    partition: number,
+                    message_nanos: sent,
+                });
+                restored_at.push((topic, partition, offset));
+                continue;
             }
             match consumed.last_mut() {
                 Some((last, n)) if *last == number => *n += 1,
@@ -753,10 +750,28 @@ pub async fn consume(
                 origin: MessageOrigin::Kafka {
                     topic,
                     partition,
-                    offset: message.offset(),
+                    offset,
                 },
                 partition: number,
             });
+        }
+        if !restores.is_empty() {
+            // Restored first: a partition's restored messages come before its others.
+            pipeline.restore_batch(&restores, now, &mut results);
+            let mut state = assignment.lock();
+            for (&(topic, partition, offset), result) in restored_at.iter().zip(&results) {
+                let Some(at) = state.restore_of(topic, partition, offset) else {
+                    continue;
+                };
+                let restore = &mut state.restores[at];
+                restore.at = offset;
+                restore.applied += u64::from(result.is_ok());
+                restore.rejected += u64::from(result.is_err());
+                if offset + 1 >= restore.until {
+                    state.restores.swap_remove(at).report(&telemetry);
+                    assignment.restores_changed(&state, readiness);
+                }
+            }
         }
         // A rejected message is counted and logged by the pipeline, and its position recorded
         // like any other's, so that it never stalls the partition. (A partition's restored
