@@ -35,8 +35,8 @@ pub struct Pipeline {
     decoders: Option<Arc<rayon::ThreadPool>>,
 }
 
-/// The fewest messages a decoding thread is given: below this, a thread's start costs more than
-/// it saves.
+/// The fewest messages a decoding thread is given: below this, handing a part to another thread
+/// costs more than decoding it.
 const MIN_MESSAGES_PER_THREAD: usize = 32;
 
 impl Pipeline {
