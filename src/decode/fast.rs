@@ -450,12 +450,30 @@ impl<'a> Scan<'a> {
         if self.null() {
             return Some(None);
         }
-        let text = self.plain_string()?;
-        if text == timestamp::GO_ZERO_TIME {
-            return Some(None);
-        }
-        let ts = timestamp::parse_rfc3339(text)?;
+        let ts = self.timestamp()?.0;
         Some((!timestamp::is_go_zero_time(&ts)).then_some(ts))
+    }
+
+    /// Whether the string here is exactly `text`, without escapes; if so, steps past it.
+    fn string_is(&mut self, text: &str) -> bool {
+        let (len, here) = (text.len(), &self.bytes()[self.at..]);
+        let is = here.len() > len + 1 && here[0] == b'"' && &here[1..=len] == text.as_bytes() && here[len + 1] == b'"';
+        if is {
+            self.at += len + 2;
+        }
+        is
+    }
+
+    /// A timestamp string, read in place (its text holds nothing a string scan looks for, so it
+    /// needs none), and its text. Anything but exactly a timestamp between the quotes (an
+    /// escape, say) is left to serde's path.
+    fn timestamp(&mut self) -> Option<(Timestamp, &'a str)> {
+        self.eat(b'"')?;
+        let start = self.at;
+        let (ts, len) = timestamp::parse_rfc3339_prefix(&self.bytes()[start..])?;
+        self.at = start + len;
+        self.eat(b'"')?;
+        Some((ts, self.text.get(start..start + len)?))
     }
 
     fn metadata(&mut self) -> Option<APIResourceMeta<'a>> {
@@ -465,15 +483,15 @@ impl<'a> Scan<'a> {
             match key {
                 Some(Meta::Id) if id.is_none() => id = Some(scan.string()?),
                 Some(Meta::CreatedAt) if created.is_none() => {
-                    let text = scan.plain_string()?;
-                    created = Some(timestamp::parse_rfc3339(text)?);
+                    let (ts, text) = scan.timestamp()?;
+                    created = Some(ts);
                     created_text = Some(text);
                 }
                 Some(Meta::UpdatedAt) if updated.is_none() => {
-                    let text = scan.plain_string()?;
+                    // Usually the same text as createdAt: compared, not parsed again.
                     updated = Some(match (created_text, created) {
-                        (Some(same), Some(parsed)) if same == text => parsed,
-                        _ => timestamp::parse_rfc3339(text)?,
+                        (Some(text), Some(parsed)) if scan.string_is(text) => parsed,
+                        _ => scan.timestamp()?.0,
                     });
                 }
                 Some(_) => return None,

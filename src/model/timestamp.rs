@@ -17,7 +17,15 @@ pub type Timestamp = DateTime<FixedOffset>;
 /// `t`/`z` are accepted in lower case, as RFC 3339 allows; leap seconds (`:60`) are not, since
 /// Go never writes them.
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    let b = text.as_bytes();
+    match parse_rfc3339_prefix(text.as_bytes())? {
+        (ts, len) if len == text.len() => Some(ts),
+        _ => None,
+    }
+}
+
+/// The RFC 3339 date-time [`parse_rfc3339`] reads at the start of `b`, and its length in bytes
+/// (what follows it is the caller's to check).
+pub fn parse_rfc3339_prefix(b: &[u8]) -> Option<(Timestamp, usize)> {
     let head: &[u8; 19] = b.get(..19)?.try_into().ok()?;
     if head[4] != b'-' || head[7] != b'-' || !matches!(head[10], b'T' | b't') || head[13] != b':' || head[16] != b':' {
         return None;
@@ -64,20 +72,17 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         }
         nanos *= 10u32.pow(9 - count as u32);
     }
-    let offset_seconds = match b.get(pos)? {
-        b'Z' | b'z' if pos + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if pos + 6 == b.len() && b[pos + 3] == b':' => {
+    let (offset_seconds, len) = match b.get(pos)? {
+        b'Z' | b'z' => (0, pos + 1),
+        sign @ (b'+' | b'-') if pos + 6 <= b.len() && b[pos + 3] == b':' => {
             let hours = digits(&b[pos + 1..pos + 3])?;
             let minutes = digits(&b[pos + 4..pos + 6])?;
             if hours > 23 || minutes > 59 {
                 return None;
             }
             let magnitude = (hours * 3600 + minutes * 60) as i32;
-            if *sign == b'-' {
-                -magnitude
-            } else {
-                magnitude
-            }
+            let signed = if *sign == b'-' { -magnitude } else { magnitude };
+            (signed, pos + 6)
         }
         _ => return None,
     };
@@ -94,9 +99,9 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?,
     );
     if offset_seconds == 0 {
-        return Some(DateTime::from_naive_utc_and_offset(local, offset));
+        return Some((DateTime::from_naive_utc_and_offset(local, offset), len));
     }
-    offset.from_local_datetime(&local).single()
+    Some((offset.from_local_datetime(&local).single()?, len))
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {

@@ -148,3 +148,50 @@ fn escapes_numbers_nesting_and_whitespace() {
         assert!(!agrees(&text), "taken: {text}");
     }
 }
+
+#[test]
+fn timestamps_are_read_in_place_or_left_to_serde() {
+    let with_meta = |meta: &str, fields: &str| {
+        format!(
+            r#"{{"metadata":{{{meta}}},"status":"RUNNING","tenantId":"t","displayName":"x","workflowId":"w"{fields}}}"#
+        )
+    };
+    let taken = [
+        // updatedAt differs from createdAt, in length too; and comes first.
+        with_meta(
+            r#""id":"r1","createdAt":"2026-08-22T14:03:11Z","updatedAt":"2026-08-22T14:03:11.5+02:00""#,
+            "",
+        ),
+        with_meta(
+            r#""id":"r1","createdAt":"2026-08-22T14:03:11.5Z","updatedAt":"2026-08-22T14:03:11Z""#,
+            "",
+        ),
+        with_meta(
+            r#""updatedAt":"2026-08-22T14:03:12Z","id":"r1","createdAt":"2026-08-22T14:03:11Z""#,
+            "",
+        ),
+        doc(r#","createdAt":"2026-08-22t14:03:11z","finishedAt":"0001-01-01T00:00:00+00:00""#),
+    ];
+    for text in taken {
+        assert!(agrees(&text), "refused: {text}");
+    }
+    let left_to_serde = [
+        // An escape in a timestamp: serde unescapes it (and then takes it).
+        doc(r#","startedAt":"2026-08-22T14:03:11\u002e5Z""#),
+        with_meta(
+            r#""id":"r1","createdAt":"2026-08-22T14:03:11Z","updatedAt":"2026-08-22T14:03:11\u005a""#,
+            "",
+        ),
+        // More than a timestamp between the quotes.
+        doc(r#","startedAt":"2026-08-22T14:03:11Zx""#),
+        with_meta(
+            r#""id":"r1","createdAt":"2026-08-22T14:03:11Z","updatedAt":"2026-08-22T14:03:11Z ""#,
+            "",
+        ),
+        doc(r#","startedAt":"2026-08-22T14:03:11+05:00:00""#),
+        doc(r#","startedAt":"2026-08-22T14:03:11+05""#),
+    ];
+    for text in left_to_serde {
+        assert!(!agrees(&text), "taken: {text}");
+    }
+}
