@@ -159,33 +159,37 @@ pub fn decode(payload: Option<&[u8]>, max_bytes: usize) -> Result<RunUpdate<'_>,
     }
     // The fast path reads what Hatchet writes; whatever it is unsure of, serde reads (and
     // explains when it refuses).
-    let run: V1WorkflowRun = match fast::run(text) {
-        Some(run) => run,
+    let (run, ids): (V1WorkflowRun, _) = match fast::run(text) {
+        Some(read) => read,
         None => match serde_json::from_str(text) {
-            Ok(run) => run,
+            Ok(run) => (run, fast::KnownIds::default()),
             Err(error) => return Err(classify(bytes, Some(&error))),
         },
     };
-    validate(run)
+    validate(run, ids)
 }
 
 /// Checks the rules the contract states beyond JSON types.
-fn validate(run: V1WorkflowRun<'_>) -> Result<RunUpdate<'_>, DecodeError> {
+/// `ids`: those already read as UUIDs (the same as [`Uuid128::parse`] of their text).
+fn validate(run: V1WorkflowRun<'_>, ids: fast::KnownIds) -> Result<RunUpdate<'_>, DecodeError> {
     if run.metadata.id.is_empty() {
         return Err(DecodeError::new(RejectReason::InvalidField, "metadata.id is empty"));
     }
-    let tenant = Uuid128::parse(&run.tenant_id).ok_or_else(|| {
+    let tenant = ids.tenant.or_else(|| Uuid128::parse(&run.tenant_id)).ok_or_else(|| {
         DecodeError::new(
             RejectReason::InvalidField,
             format_args!("tenantId {} is not a UUID", Quoted(&run.tenant_id)),
         )
     })?;
-    let workflow = Uuid128::parse(&run.workflow_id).ok_or_else(|| {
-        DecodeError::new(
-            RejectReason::InvalidField,
-            format_args!("workflowId {} is not a UUID", Quoted(&run.workflow_id)),
-        )
-    })?;
+    let workflow = ids
+        .workflow
+        .or_else(|| Uuid128::parse(&run.workflow_id))
+        .ok_or_else(|| {
+            DecodeError::new(
+                RejectReason::InvalidField,
+                format_args!("workflowId {} is not a UUID", Quoted(&run.workflow_id)),
+            )
+        })?;
     for (name, raw) in [
         ("input", run.input),
         ("output", run.output),
@@ -198,7 +202,7 @@ fn validate(run: V1WorkflowRun<'_>) -> Result<RunUpdate<'_>, DecodeError> {
             ));
         }
     }
-    let run_id = Uuid128::parse(&run.metadata.id);
+    let run_id = ids.run_id.or_else(|| Uuid128::parse(&run.metadata.id));
     let run_key = run_id.map_or_else(|| RunKey::of(&run.metadata.id), |id| RunKey(id.0));
     Ok(RunUpdate {
         run,

@@ -11,17 +11,31 @@
 //! The whole message is valid UTF-8 before it gets here, so a string's text is checked only for
 //! what JSON adds: its escapes and its control characters.
 
+use crate::ids::Uuid128;
 use crate::model::timestamp::{self, Timestamp};
 use crate::model::{APIResourceMeta, RawJson, V1TaskStatus, V1WorkflowRun};
 use std::borrow::Cow;
 
-/// Reads a whole message (leading whitespace allowed, nothing but whitespace after the object).
-pub(super) fn run(text: &str) -> Option<V1WorkflowRun<'_>> {
-    let mut scan = Scan { text, at: 0 };
+/// Reads a whole message (leading whitespace allowed, nothing but whitespace after the object),
+/// with the ids it already read as UUIDs on the way.
+pub(super) fn run(text: &str) -> Option<(V1WorkflowRun<'_>, KnownIds)> {
+    let mut scan = Scan {
+        text,
+        at: 0,
+        ids: KnownIds::default(),
+    };
     scan.whitespace();
     let run = scan.run()?;
     scan.whitespace();
-    (scan.at == text.len()).then_some(run)
+    (scan.at == text.len()).then_some((run, scan.ids))
+}
+
+/// The ids the scan read as UUIDs (`None`: not read so; [`Uuid128::parse`] of the text decides).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct KnownIds {
+    pub run_id: Option<Uuid128>,
+    pub tenant: Option<Uuid128>,
+    pub workflow: Option<Uuid128>,
 }
 
 /// The members of `metadata` the service reads.
@@ -81,6 +95,7 @@ const RUN_FIELDS: [(&str, Field); 16] = [
 struct Scan<'a> {
     text: &'a str,
     at: usize,
+    ids: KnownIds,
 }
 
 /// Bit `k` set in each byte of a word where that byte is `'"'`, `'\\'` or below 0x20, for the
@@ -454,6 +469,23 @@ impl<'a> Scan<'a> {
         Some((!timestamp::is_go_zero_time(&ts)).then_some(ts))
     }
 
+    /// A string that holds a UUID, read as one in place (hex digits and dashes hold nothing a
+    /// string scan looks for); any other string as [`Scan::string`] reads it, and no UUID.
+    fn uuid_or_string(&mut self) -> Option<(Cow<'a, str>, Option<Uuid128>)> {
+        let at = self.at;
+        if self.bytes().get(at) == Some(&b'"') && self.bytes().get(at + 37) == Some(&b'"') {
+            if let Some((text, id)) = self
+                .text
+                .get(at + 1..at + 37)
+                .and_then(|t| Some((t, Uuid128::parse(t)?)))
+            {
+                self.at = at + 38;
+                return Some((Cow::Borrowed(text), Some(id)));
+            }
+        }
+        self.string().map(|text| (text, None))
+    }
+
     /// Whether the string here is exactly `text`, without escapes; if so, steps past it.
     fn string_is(&mut self, text: &str) -> bool {
         let (len, here) = (text.len(), &self.bytes()[self.at..]);
@@ -481,7 +513,11 @@ impl<'a> Scan<'a> {
         let mut created_text = None;
         self.object(&META_FIELDS, |scan, key| {
             match key {
-                Some(Meta::Id) if id.is_none() => id = Some(scan.string()?),
+                Some(Meta::Id) if id.is_none() => {
+                    let (text, uuid) = scan.uuid_or_string()?;
+                    id = Some(text);
+                    scan.ids.run_id = uuid;
+                }
                 Some(Meta::CreatedAt) if created.is_none() => {
                     let (ts, text) = scan.timestamp()?;
                     created = Some(ts);
@@ -526,8 +562,20 @@ impl<'a> Scan<'a> {
         self.object(&RUN_FIELDS, |scan, key| match key {
             Some(Field::Metadata) => once(&mut metadata, scan.metadata()),
             Some(Field::Status) => once(&mut status, scan.plain_string().and_then(V1TaskStatus::from_wire)),
-            Some(Field::TenantId) => once(&mut tenant_id, scan.string()),
-            Some(Field::WorkflowId) => once(&mut workflow_id, scan.string()),
+            Some(Field::TenantId) => once(
+                &mut tenant_id,
+                scan.uuid_or_string().map(|(text, uuid)| {
+                    scan.ids.tenant = uuid;
+                    text
+                }),
+            ),
+            Some(Field::WorkflowId) => once(
+                &mut workflow_id,
+                scan.uuid_or_string().map(|(text, uuid)| {
+                    scan.ids.workflow = uuid;
+                    text
+                }),
+            ),
             Some(Field::DisplayName) => once(&mut display_name, scan.string()),
             Some(Field::StartedAt) => once(&mut started_at, scan.optional_timestamp()),
             Some(Field::FinishedAt) => once(&mut finished_at, scan.optional_timestamp()),

@@ -1,6 +1,7 @@
 //! The fast path reads exactly what serde's path reads, or leaves the message to it.
 
 use super::run;
+use crate::ids::Uuid128;
 use crate::model::V1WorkflowRun;
 use crate::traffic::synthetic::{SyntheticTraffic, TrafficProfile};
 use std::path::PathBuf;
@@ -18,11 +19,25 @@ fn by_serde(text: &str) -> Option<String> {
 /// Fails when the fast path accepts what serde refuses or reads it differently; says whether it
 /// took the message.
 fn agrees(text: &str) -> bool {
-    let fast = run(text).map(|run| format!("{run:?}"));
-    if let Some(fast) = &fast {
-        assert_eq!(Some(fast), by_serde(text).as_ref(), "the paths differ on {text:?}");
+    let Some((fast, ids)) = run(text) else {
+        return false;
+    };
+    assert_eq!(
+        Some(format!("{fast:?}")),
+        by_serde(text),
+        "the paths differ on {text:?}"
+    );
+    // An id read as a UUID on the way is what parsing its text gives.
+    for (known, text) in [
+        (ids.run_id, &fast.metadata.id),
+        (ids.tenant, &fast.tenant_id),
+        (ids.workflow, &fast.workflow_id),
+    ] {
+        if known.is_some() {
+            assert_eq!(known, Uuid128::parse(text), "{text:?}");
+        }
     }
-    fast.is_some()
+    true
 }
 
 fn examples() -> Vec<String> {
@@ -56,6 +71,9 @@ fn takes_every_valid_document_hatchet_writes_and_reads_it_as_serde_does() {
     for doc in &docs {
         assert!(agrees(doc), "the fast path refused a valid document: {doc}");
     }
+    // Their tenant and workflow ids are UUIDs, read as such on the way.
+    let read_as_uuids = |doc: &String| run(doc).is_some_and(|(_, ids)| ids.tenant.is_some() && ids.workflow.is_some());
+    assert!(docs.iter().all(read_as_uuids));
 }
 
 #[test]
