@@ -159,14 +159,13 @@ pub fn decode(payload: Option<&[u8]>, max_bytes: usize) -> Result<RunUpdate<'_>,
     }
     // The fast path reads what Hatchet writes; whatever it is unsure of, serde reads (and
     // explains when it refuses).
-    let (run, ids): (V1WorkflowRun, _) = match fast::run(text) {
-        Some(read) => read,
-        None => match serde_json::from_str(text) {
-            Ok(run) => (run, fast::KnownIds::default()),
-            Err(error) => return Err(classify(bytes, Some(&error))),
-        },
-    };
-    validate(run, ids)
+    if let Some((run, ids)) = fast::run(text) {
+        return validate(run, ids);
+    }
+    match serde_json::from_str(text) {
+        Ok(run) => validate(run, fast::KnownIds::default()),
+        Err(error) => Err(classify(bytes, Some(&error))),
+    }
 }
 
 /// Checks the rules the contract states beyond JSON types.

@@ -119,7 +119,11 @@ impl<'a> Scan<'a> {
     }
 
     fn whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+        // Most calls find none: anything above a space ends it at the first comparison.
+        while let Some(&byte) = self.bytes().get(self.at) {
+            if byte > b' ' || !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+                return;
+            }
             self.at += 1;
         }
     }
