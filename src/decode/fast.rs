@@ -12,7 +12,7 @@
 //! what JSON adds: its escapes and its control characters.
 
 use crate::ids::Uuid128;
-use crate::model::timestamp::{self, Timestamp};
+use crate::model::timestamp::{self, MinuteCache, Timestamp};
 use crate::model::{APIResourceMeta, RawJson, V1TaskStatus, V1WorkflowRun};
 use std::borrow::Cow;
 
@@ -23,6 +23,7 @@ pub(super) fn run(text: &str) -> Option<(V1WorkflowRun<'_>, KnownIds)> {
         text,
         at: 0,
         ids: KnownIds::default(),
+        minutes: MinuteCache::default(),
     };
     scan.whitespace();
     let run = scan.run()?;
@@ -96,6 +97,8 @@ struct Scan<'a> {
     text: &'a str,
     at: usize,
     ids: KnownIds,
+    /// The date, hour and minute of the last timestamp read.
+    minutes: MinuteCache,
 }
 
 /// Bit `k` set in each byte of a word where that byte is `'"'`, `'\\'` or below 0x20, for the
@@ -506,7 +509,7 @@ impl<'a> Scan<'a> {
     fn timestamp(&mut self) -> Option<(Timestamp, &'a str)> {
         self.eat(b'"')?;
         let start = self.at;
-        let (ts, len) = timestamp::parse_rfc3339_prefix(&self.bytes()[start..])?;
+        let (ts, len) = timestamp::parse_rfc3339_prefix_with(&self.bytes()[start..], &mut self.minutes)?;
         self.at = start + len;
         self.eat(b'"')?;
         Some((ts, self.text.get(start..start + len)?))

@@ -26,11 +26,22 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
 /// The RFC 3339 date-time [`parse_rfc3339`] reads at the start of `b`, and its length in bytes
 /// (what follows it is the caller's to check).
 pub fn parse_rfc3339_prefix(b: &[u8]) -> Option<(Timestamp, usize)> {
-    let head: &[u8; 19] = b.get(..19)?.try_into().ok()?;
-    if head[4] != b'-' || head[7] != b'-' || !matches!(head[10], b'T' | b't') || head[13] != b':' || head[16] != b':' {
+    parse_rfc3339_prefix_with(b, &mut MinuteCache::default())
+}
+
+/// The date, hour and minute last read, by their sixteen bytes (`YYYY-MM-DDTHH:MM`): the
+/// timestamps of one document mostly share them, so they are checked and built once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MinuteCache {
+    last: Option<([u8; 16], NaiveDate, u32, u32)>,
+}
+
+/// The date, hour and minute of `head` (`YYYY-MM-DDTHH:MM`), checked: digits where they belong
+/// (all twelve together), a real day, an hour and a minute in range.
+fn minute_of(head: &[u8; 16]) -> Option<(NaiveDate, u32, u32)> {
+    if head[4] != b'-' || head[7] != b'-' || !matches!(head[10], b'T' | b't') || head[13] != b':' {
         return None;
     }
-    // The fourteen digits at their fixed places, checked together.
     let d = |at: usize| u32::from(head[at].wrapping_sub(b'0'));
     let all = [
         d(0),
@@ -45,15 +56,36 @@ pub fn parse_rfc3339_prefix(b: &[u8]) -> Option<(Timestamp, usize)> {
         d(12),
         d(14),
         d(15),
-        d(17),
-        d(18),
     ];
     if all.iter().fold(0, |worst, &digit| worst.max(digit)) > 9 {
         return None;
     }
     let pair = |at: usize| all[at] * 10 + all[at + 1];
     let year = pair(0) * 100 + pair(2);
-    let (month, day, hour, minute, second) = (pair(4), pair(6), pair(8), pair(10), pair(12));
+    let (month, day, hour, minute) = (pair(4), pair(6), pair(8), pair(10));
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // From the calendar fields (table lookups), not from a count of days (divisions).
+    Some((NaiveDate::from_ymd_opt(year as i32, month, day)?, hour, minute))
+}
+
+/// [`parse_rfc3339_prefix`], taking the date, hour and minute from `cache` when they are the
+/// last ones read, and leaving the ones it reads there.
+pub fn parse_rfc3339_prefix_with(b: &[u8], cache: &mut MinuteCache) -> Option<(Timestamp, usize)> {
+    let head: &[u8; 16] = b.get(..16)?.try_into().ok()?;
+    let (date, hour, minute) = match cache.last {
+        Some((key, date, hour, minute)) if key == *head => (date, hour, minute),
+        _ => {
+            let (date, hour, minute) = minute_of(head)?;
+            cache.last = Some((*head, date, hour, minute));
+            (date, hour, minute)
+        }
+    };
+    let second = match b.get(16..19)? {
+        [b':', tens @ b'0'..=b'5', units @ b'0'..=b'9'] => u32::from(tens - b'0') * 10 + u32::from(units - b'0'),
+        _ => return None,
+    };
     let mut pos = 19;
     let mut nanos = 0u32;
     if b.get(pos) == Some(&b'.') {
@@ -86,18 +118,8 @@ pub fn parse_rfc3339_prefix(b: &[u8]) -> Option<(Timestamp, usize)> {
         }
         _ => return None,
     };
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
     let offset = FixedOffset::east_opt(offset_seconds)?;
-    // From the calendar fields (table lookups), not from a count of days (divisions).
-    let local = NaiveDateTime::new(
-        NaiveDate::from_ymd_opt(year as i32, month, day)?,
-        NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?,
-    );
+    let local = NaiveDateTime::new(date, NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?);
     if offset_seconds == 0 {
         return Some((DateTime::from_naive_utc_and_offset(local, offset), len));
     }
@@ -204,6 +226,40 @@ pub mod optional {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Timelike, Utc};
+
+    /// Read one after another with one cache, timestamps read as each alone: those that share the
+    /// cached date and minute but differ after it (or are invalid after it) too.
+    #[test]
+    fn the_minute_cache_reads_as_a_fresh_parse() {
+        let texts = [
+            "2026-08-22T14:03:11Z",
+            "2026-08-22T14:03:59.999999999+05:30",
+            "2026-08-22T14:03:60Z",
+            "2026-08-22T14:03:1Z",
+            "2026-08-22T14:03",
+            "2026-08-22T14:03:11.Z",
+            "2026-08-22t14:03:11z",
+            "2026-08-22T14:04:00-23:59",
+            "2026-02-29T14:04:00Z",
+            "2026-02-29T14:04:01Z",
+            "2028-02-29T00:00:00Z",
+            "2026-08-22T14:03:11+24:00",
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:00:00+01:00",
+        ];
+        let mut cache = MinuteCache::default();
+        for text in texts.iter().chain(texts.iter().rev()) {
+            let cached = parse_rfc3339_prefix_with(text.as_bytes(), &mut cache).filter(|(_, len)| *len == text.len());
+            assert_eq!(cached.map(|(ts, _)| ts), parse_rfc3339(text), "{text}");
+            assert_eq!(
+                parse_rfc3339(text),
+                DateTime::parse_from_rfc3339(text)
+                    .ok()
+                    .filter(|ts| ts.second() < 60 && ts.nanosecond() < 1_000_000_000),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn parses_every_fraction_length_and_offset() {
