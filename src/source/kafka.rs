@@ -583,10 +583,6 @@ fn emit_commit(result: KafkaResult<()>, telemetry: &Telemetry) {
     }
 }
 
-/// Consumes until `shutdown` resolves, then commits what scrapes delivered and leaves the group.
-/// A newly assigned partition's state is rebuilt from the `restore_lookback` before its
-/// committed offset (zero: not at all). Resolve `shutdown` once `/metrics` is no longer served,
-/// so that the last commit includes every scrape delivered.
 /// The most messages processed together (those the client already holds when one arrives), per
 /// decoding thread: with one, 256; with more, 1,024 each, so that handing the parts over (tens of
 /// microseconds) stays small beside decoding them.
@@ -617,6 +613,10 @@ fn client_error(error: &KafkaError, telemetry: &Telemetry) {
     .emit(telemetry);
 }
 
+/// Consumes until `shutdown` resolves, then commits what scrapes delivered and leaves the group.
+/// A newly assigned partition's state is rebuilt from the `restore_lookback` before its
+/// committed offset (zero: not at all). Resolve `shutdown` once `/metrics` is no longer served,
+/// so that the last commit includes every scrape delivered.
 pub async fn consume(
     config: &KafkaConfig,
     restore_lookback: Duration,
