@@ -255,14 +255,8 @@ struct PartitionCache {
 }
 
 impl PartitionCache {
-    /// The partition's number and its consumed counter.
-    fn get(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        telemetry: &Telemetry,
-        shared: &SharedAssignment,
-    ) -> (Partition, &IntCounter) {
+    /// The partition's number (its consumed counter made on first sight: see [`Self::counter`]).
+    fn get(&mut self, topic: &str, partition: i32, telemetry: &Telemetry, shared: &SharedAssignment) -> Partition {
         let at = match (self.entries.iter()).position(|(p, t, ..)| *p == partition && t == topic) {
             Some(at) => at,
             None => {
@@ -272,10 +266,10 @@ impl PartitionCache {
                 self.entries.len() - 1
             }
         };
-        let (.., number, counter) = &self.entries[at];
-        (*number, counter)
+        self.entries[at].2
     }
 
+    /// The consumed counter of a partition [`Self::get`] has seen.
     fn counter(&self, number: Partition) -> Option<&IntCounter> {
         (self.entries.iter()).find_map(|(.., n, counter)| (*n == number).then_some(counter))
     }
@@ -729,7 +723,7 @@ pub async fn consume(
         let (mut restores, mut restored_at) = (Vec::new(), Vec::new());
         for message in &batch {
             let (topic, partition) = (message.topic(), message.partition());
-            let (number, _) = partitions.get(topic, partition, &telemetry, &assignment);
+            let number = partitions.get(topic, partition, &telemetry, &assignment);
             let offset = message.offset();
             if assignment.restoring() && assignment.lock().restore_of(topic, partition, offset).is_some() {
                 let sent = (message.timestamp().to_millis()).map_or(now, |ms| ms.saturating_mul(1_000_000));
