@@ -30,7 +30,6 @@ pub struct Pipeline {
     aggregator: Arc<Mutex<Aggregator>>,
     telemetry: Arc<Telemetry>,
     max_message_bytes: usize,
-    decode_threads: usize,
     /// The threads that decode batches, when there are more than one.
     decoders: Option<Arc<rayon::ThreadPool>>,
 }
@@ -45,7 +44,6 @@ impl Pipeline {
             aggregator: Arc::new(Mutex::new(aggregator)),
             telemetry,
             max_message_bytes,
-            decode_threads: 1,
             decoders: None,
         }
     }
@@ -54,7 +52,6 @@ impl Pipeline {
     /// they are counted in order on the calling thread either way. Should the threads not start,
     /// it says so and decodes on the calling thread.
     pub fn with_decode_threads(mut self, threads: usize) -> Pipeline {
-        self.decode_threads = 1;
         self.decoders = None;
         if threads > 1 {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -62,10 +59,7 @@ impl Pipeline {
                 .thread_name(|i| format!("decode-{i}"))
                 .build();
             match pool {
-                Ok(pool) => {
-                    self.decode_threads = threads;
-                    self.decoders = Some(Arc::new(pool));
-                }
+                Ok(pool) => self.decoders = Some(Arc::new(pool)),
                 Err(error) => tracing::warn!(%error, threads, "decoding threads did not start: decoding on one"),
             }
         }
@@ -74,7 +68,7 @@ impl Pipeline {
 
     /// The threads [`Pipeline::process_batch`] decodes on (1: the calling one alone).
     pub fn decode_threads(&self) -> usize {
-        self.decode_threads
+        self.decoders.as_ref().map_or(1, |pool| pool.current_num_threads())
     }
 
     /// Processes one message from `partition`. When this returns, the message's effect is in the
