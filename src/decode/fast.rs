@@ -476,21 +476,22 @@ impl<'a> Scan<'a> {
         Some((!timestamp::is_go_zero_time(&ts)).then_some(ts))
     }
 
-    /// A string that holds a UUID, read as one in place (hex digits and dashes hold nothing a
-    /// string scan looks for); any other string as [`Scan::string`] reads it, and no UUID.
-    fn uuid_or_string(&mut self) -> Option<(Cow<'a, str>, Option<Uuid128>)> {
+    /// A string, with `known`'s id of the scan set to it as a UUID when it holds one: then read
+    /// in place (hex digits and dashes hold nothing a string scan looks for); any other string
+    /// as [`Scan::string`] reads it.
+    fn id_string(&mut self, known: fn(&mut KnownIds) -> &mut Option<Uuid128>) -> Option<Cow<'a, str>> {
         let at = self.at;
         if self.bytes().get(at) == Some(&b'"') && self.bytes().get(at + 37) == Some(&b'"') {
-            if let Some((text, id)) = self
-                .text
-                .get(at + 1..at + 37)
-                .and_then(|t| Some((t, Uuid128::parse(t)?)))
-            {
-                self.at = at + 38;
-                return Some((Cow::Borrowed(text), Some(id)));
+            if let Some(text) = self.text.get(at + 1..at + 37) {
+                if let Some(id) = Uuid128::parse(text) {
+                    *known(&mut self.ids) = Some(id);
+                    self.at = at + 38;
+                    return Some(Cow::Borrowed(text));
+                }
             }
         }
-        self.string().map(|text| (text, None))
+        *known(&mut self.ids) = None;
+        self.string()
     }
 
     /// Whether the string here is exactly `text`, without escapes; if so, steps past it.
@@ -520,11 +521,7 @@ impl<'a> Scan<'a> {
         let mut created_text = None;
         self.object(&META_FIELDS, |scan, key| {
             match key {
-                Some(Meta::Id) if id.is_none() => {
-                    let (text, uuid) = scan.uuid_or_string()?;
-                    id = Some(text);
-                    scan.ids.run_id = uuid;
-                }
+                Some(Meta::Id) if id.is_none() => id = Some(scan.id_string(|ids| &mut ids.run_id)?),
                 Some(Meta::CreatedAt) if created.is_none() => {
                     let (ts, text) = scan.timestamp()?;
                     created = Some(ts);
@@ -569,20 +566,8 @@ impl<'a> Scan<'a> {
         self.object(&RUN_FIELDS, |scan, key| match key {
             Some(Field::Metadata) => once(&mut metadata, scan.metadata()),
             Some(Field::Status) => once(&mut status, scan.plain_string().and_then(V1TaskStatus::from_wire)),
-            Some(Field::TenantId) => once(
-                &mut tenant_id,
-                scan.uuid_or_string().map(|(text, uuid)| {
-                    scan.ids.tenant = uuid;
-                    text
-                }),
-            ),
-            Some(Field::WorkflowId) => once(
-                &mut workflow_id,
-                scan.uuid_or_string().map(|(text, uuid)| {
-                    scan.ids.workflow = uuid;
-                    text
-                }),
-            ),
+            Some(Field::TenantId) => once(&mut tenant_id, scan.id_string(|ids| &mut ids.tenant)),
+            Some(Field::WorkflowId) => once(&mut workflow_id, scan.id_string(|ids| &mut ids.workflow)),
             Some(Field::DisplayName) => once(&mut display_name, scan.string()),
             Some(Field::StartedAt) => once(&mut started_at, scan.optional_timestamp()),
             Some(Field::FinishedAt) => once(&mut finished_at, scan.optional_timestamp()),

@@ -17,16 +17,10 @@ pub type Timestamp = DateTime<FixedOffset>;
 /// `t`/`z` are accepted in lower case, as RFC 3339 allows; leap seconds (`:60`) are not, since
 /// Go never writes them.
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    match parse_rfc3339_prefix(text.as_bytes())? {
+    match parse_rfc3339_prefix_with(text.as_bytes(), &mut MinuteCache::default())? {
         (ts, len) if len == text.len() => Some(ts),
         _ => None,
     }
-}
-
-/// The RFC 3339 date-time [`parse_rfc3339`] reads at the start of `b`, and its length in bytes
-/// (what follows it is the caller's to check).
-pub fn parse_rfc3339_prefix(b: &[u8]) -> Option<(Timestamp, usize)> {
-    parse_rfc3339_prefix_with(b, &mut MinuteCache::default())
 }
 
 /// The date, hour and minute last read, by their sixteen bytes (`YYYY-MM-DDTHH:MM`): the
@@ -70,8 +64,9 @@ fn minute_of(head: &[u8; 16]) -> Option<(NaiveDate, u32, u32)> {
     Some((NaiveDate::from_ymd_opt(year as i32, month, day)?, hour, minute))
 }
 
-/// [`parse_rfc3339_prefix`], taking the date, hour and minute from `cache` when they are the
-/// last ones read, and leaving the ones it reads there.
+/// The date-time [`parse_rfc3339`] reads, at the start of `b`, and its length in bytes (what
+/// follows it is the caller's to check). The date, hour and minute come from `cache` when they
+/// are the last ones read; those it reads are left there.
 pub fn parse_rfc3339_prefix_with(b: &[u8], cache: &mut MinuteCache) -> Option<(Timestamp, usize)> {
     let head: &[u8; 16] = b.get(..16)?.try_into().ok()?;
     let (date, hour, minute) = match cache.last {
