@@ -249,23 +249,22 @@ mod tests {
             .join("\n")
     }
 
-    /// A batch leaves exactly what its messages processed one at a time leave: the same results,
-    /// the same aggregation (positions included) and the same self-metrics, with bad messages,
-    /// redeliveries and two partitions among them.
-    #[test]
-    fn a_batch_counts_as_its_messages_one_by_one() {
+    /// `n` synthetic updates, a tenth of them bad.
+    fn payloads(n: usize) -> Vec<Vec<u8>> {
         let profile = TrafficProfile {
             bad_message_ratio: 0.1,
             runs_per_second: 200.0,
             ..TrafficProfile::default()
         };
         let start = chrono::DateTime::from_timestamp(1_787_407_391, 0).unwrap();
-        let mut payloads: Vec<Vec<u8>> = (SyntheticTraffic::new(&profile, start).take(1_000))
+        (SyntheticTraffic::new(&profile, start).take(n))
             .map(|m| m.payload)
-            .collect();
-        // Redeliveries: the same updates again.
-        payloads.extend(payloads[300..600].to_vec());
-        let inputs: Vec<Input> = (payloads.iter().enumerate())
+            .collect()
+    }
+
+    /// The payloads as Kafka messages of two partitions, in turn.
+    fn kafka_inputs(payloads: &[Vec<u8>]) -> Vec<Input<'_>> {
+        (payloads.iter().enumerate())
             .map(|(i, payload)| Input {
                 payload: Some(payload),
                 origin: MessageOrigin::Kafka {
@@ -275,7 +274,18 @@ mod tests {
                 },
                 partition: Partition((i % 2) as u16),
             })
-            .collect();
+            .collect()
+    }
+
+    /// A batch leaves exactly what its messages processed one at a time leave: the same results,
+    /// the same aggregation (positions included) and the same self-metrics, with bad messages,
+    /// redeliveries and two partitions among them.
+    #[test]
+    fn a_batch_counts_as_its_messages_one_by_one() {
+        let mut payloads = payloads(1_000);
+        // Redeliveries: the same updates again.
+        payloads.extend(payloads[300..600].to_vec());
+        let inputs = kafka_inputs(&payloads);
         let now = 1_787_407_391_000_000_000;
         let single = pipeline();
         let one_by_one: Vec<_> = (inputs.iter())
@@ -306,15 +316,7 @@ mod tests {
     /// remembered (their redelivery afterwards is told a duplicate alike).
     #[test]
     fn a_restored_batch_rebuilds_what_its_messages_one_by_one_rebuild() {
-        let profile = TrafficProfile {
-            bad_message_ratio: 0.1,
-            runs_per_second: 200.0,
-            ..TrafficProfile::default()
-        };
-        let start = chrono::DateTime::from_timestamp(1_787_407_391, 0).unwrap();
-        let payloads: Vec<Vec<u8>> = (SyntheticTraffic::new(&profile, start).take(1_200))
-            .map(|m| m.payload)
-            .collect();
+        let payloads = payloads(1_200);
         let now = 1_787_407_391_000_000_000;
         let inputs: Vec<RestoreInput> = (payloads.iter().enumerate())
             .map(|(i, payload)| RestoreInput {
@@ -323,17 +325,7 @@ mod tests {
                 message_nanos: now - 1_000_000_000 + i as i64,
             })
             .collect();
-        let redelivered: Vec<Input> = (payloads.iter().enumerate())
-            .map(|(i, payload)| Input {
-                payload: Some(payload),
-                origin: MessageOrigin::Kafka {
-                    topic: "runs",
-                    partition: (i % 2) as i32,
-                    offset: i as i64,
-                },
-                partition: Partition((i % 2) as u16),
-            })
-            .collect();
+        let redelivered = kafka_inputs(&payloads);
         let single = pipeline();
         let one_by_one: Vec<_> = (inputs.iter())
             .map(|input| {
