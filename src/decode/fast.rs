@@ -131,6 +131,18 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// The next byte that is not whitespace, with the scanner moved to it. Compact JSON has none,
+    /// so one look usually settles it.
+    fn token(&mut self) -> Option<u8> {
+        match self.peek()? {
+            byte if byte > b' ' => Some(byte),
+            _ => {
+                self.whitespace();
+                self.peek()
+            }
+        }
+    }
+
     fn eat(&mut self, byte: u8) -> Option<()> {
         (self.peek()? == byte).then(|| self.at += 1)
     }
@@ -140,13 +152,9 @@ impl<'a> Scan<'a> {
         (self.bytes().get(self.at..end)? == word).then(|| self.at = end)
     }
 
-    /// `null` (and whitespace after it) if that is what comes next.
+    /// `null`, if that is what comes next.
     fn null(&mut self) -> bool {
-        let is_null = self.literal(b"null").is_some();
-        if is_null {
-            self.whitespace();
-        }
-        is_null
+        self.literal(b"null").is_some()
     }
 
     /// From inside a string, the position of its closing quote, a backslash or a control
@@ -346,28 +354,27 @@ impl<'a> Scan<'a> {
         let mut depth = 0u32;
         loop {
             // A value.
-            self.whitespace();
-            match self.peek()? {
+            match self.token()? {
                 b'"' => self.skip_string()?,
                 b'{' | b'[' if depth == 128 => return None,
                 b'{' => {
                     self.at += 1;
-                    self.whitespace();
-                    if self.eat(b'}').is_none() {
+                    if self.token()? != b'}' {
                         objects |= 1 << depth;
                         depth += 1;
                         self.key_and_colon()?;
                         continue;
                     }
+                    self.at += 1;
                 }
                 b'[' => {
                     self.at += 1;
-                    self.whitespace();
-                    if self.eat(b']').is_none() {
+                    if self.token()? != b']' {
                         objects &= !(1 << depth);
                         depth += 1;
                         continue;
                     }
+                    self.at += 1;
                 }
                 b't' => self.literal(b"true")?,
                 b'f' => self.literal(b"false")?,
@@ -404,8 +411,16 @@ impl<'a> Scan<'a> {
 
     fn key_and_colon(&mut self) -> Option<()> {
         self.skip_string()?;
-        self.whitespace();
-        self.eat(b':')
+        self.colon()
+    }
+
+    /// The `:` after a key (whitespace around it skipped).
+    fn colon(&mut self) -> Option<()> {
+        if self.token()? != b':' {
+            return None;
+        }
+        self.at += 1;
+        self.token().map(drop)
     }
 
     /// The key that starts here: which of `names` it is, compared in place (no scan for its end),
@@ -435,21 +450,18 @@ impl<'a> Scan<'a> {
         mut member: impl FnMut(&mut Self, Option<T>) -> Option<()>,
     ) -> Option<()> {
         self.eat(b'{')?;
-        self.whitespace();
-        if self.eat(b'}').is_some() {
+        if self.token()? == b'}' {
+            self.at += 1;
             return Some(());
         }
         loop {
             let key = self.key(names)?;
-            self.whitespace();
-            self.eat(b':')?;
-            self.whitespace();
+            self.colon()?;
             member(self, key)?;
-            self.whitespace();
-            match self.peek()? {
+            match self.token()? {
                 b',' => {
                     self.at += 1;
-                    self.whitespace();
+                    self.token()?;
                 }
                 b'}' => {
                     self.at += 1;
@@ -467,9 +479,10 @@ impl<'a> Scan<'a> {
         Some(RawJson::from_checked(self.text.get(start..self.at)?))
     }
 
-    /// An optional timestamp: `null`, Go's zero time and year 1 are `None`.
+    /// An optional timestamp: `null`, Go's zero time and year 1 are `None`. Go's zero time as
+    /// Go writes it (most updates hold one or two) is recognised by its text, without parsing it.
     fn optional_timestamp(&mut self) -> Option<Option<Timestamp>> {
-        if self.null() {
+        if self.null() || self.string_is(timestamp::GO_ZERO_TIME) {
             return Some(None);
         }
         let ts = self.timestamp()?.0;
