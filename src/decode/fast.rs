@@ -530,20 +530,16 @@ impl<'a> Scan<'a> {
     }
 
     fn metadata(&mut self) -> Option<APIResourceMeta<'a>> {
-        let (mut id, mut created, mut updated) = (None, None, None);
-        let mut created_text = None;
+        // `created`: createdAt and its text, which updatedAt usually repeats.
+        let (mut id, mut created, mut updated) = (None, None::<(Timestamp, &str)>, None);
         self.object(&META_FIELDS, |scan, key| {
             match key {
                 Some(Meta::Id) if id.is_none() => id = Some(scan.id_string(|ids| &mut ids.run_id)?),
-                Some(Meta::CreatedAt) if created.is_none() => {
-                    let (ts, text) = scan.timestamp()?;
-                    created = Some(ts);
-                    created_text = Some(text);
-                }
+                Some(Meta::CreatedAt) if created.is_none() => created = Some(scan.timestamp()?),
                 Some(Meta::UpdatedAt) if updated.is_none() => {
                     // Usually the same text as createdAt: compared, not parsed again.
-                    updated = Some(match (created_text, created) {
-                        (Some(text), Some(parsed)) if scan.string_is(text) => parsed,
+                    updated = Some(match created {
+                        Some((parsed, text)) if scan.string_is(text) => parsed,
                         _ => scan.timestamp()?.0,
                     });
                 }
@@ -554,7 +550,7 @@ impl<'a> Scan<'a> {
         })?;
         Some(APIResourceMeta {
             id: id?,
-            created_at: created?,
+            created_at: created?.0,
             updated_at: updated?,
         })
     }
