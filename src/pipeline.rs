@@ -277,6 +277,20 @@ mod tests {
             .collect()
     }
 
+    /// What `run` gives for `items` in batches of `size`, one result per item, in order.
+    fn in_batches<T>(
+        items: &[T],
+        size: usize,
+        mut run: impl FnMut(&[T], &mut Vec<Result<Applied, RejectReason>>),
+    ) -> Vec<Result<Applied, RejectReason>> {
+        let (mut results, mut all) = (Vec::new(), Vec::new());
+        for chunk in items.chunks(size) {
+            run(chunk, &mut results);
+            all.extend(results.iter().copied());
+        }
+        all
+    }
+
     /// A batch leaves exactly what its messages processed one at a time leave: the same results,
     /// the same aggregation (positions included) and the same self-metrics, with bad messages,
     /// redeliveries and two partitions among them.
@@ -298,12 +312,9 @@ mod tests {
         for (threads, size) in [(1, 256), (2, 1024), (3, 1000)] {
             let batched = pipeline().with_decode_threads(threads);
             assert_eq!(batched.decode_threads(), threads);
-            let mut batch_results = Vec::new();
-            let mut all = Vec::new();
-            for chunk in inputs.chunks(size) {
-                batched.process_batch(chunk, now, &mut batch_results);
-                all.extend(batch_results.iter().copied());
-            }
+            let all = in_batches(&inputs, size, |chunk, results| {
+                batched.process_batch(chunk, now, results)
+            });
             assert_eq!(all, one_by_one, "{threads} decoding threads");
             assert_eq!(workflow_text(&batched), workflow_text(&single));
             assert_eq!(batched.aggregator().positions(), single.aggregator().positions());
@@ -344,12 +355,9 @@ mod tests {
         );
         for (threads, size) in [(1, 256), (2, 1024)] {
             let batched = pipeline().with_decode_threads(threads);
-            let mut results = Vec::new();
-            let mut all = Vec::new();
-            for chunk in inputs.chunks(size) {
-                batched.restore_batch(chunk, now, &mut results);
-                all.extend(results.iter().copied());
-            }
+            let all = in_batches(&inputs, size, |chunk, results| {
+                batched.restore_batch(chunk, now, results)
+            });
             assert_eq!(all, one_by_one, "{threads} decoding threads");
             let mut again = Vec::new();
             batched.process_batch(&redelivered, now, &mut again);
